@@ -1,0 +1,252 @@
+package uffd
+
+import (
+	"math/bits"
+	"strconv"
+	"strings"
+
+	"github.com/gouffd/uffd/internal/abi"
+)
+
+// Feature is a set of userfaultfd features (UFFD_FEATURE_*), as negotiated by
+// the UFFDIO_API handshake.
+type Feature uint64
+
+// The features Linux offers, through 6.18.
+const (
+	// FeatureWPFaults makes write-protect faults of anonymous memory reach
+	// the handler (UFFD_FEATURE_PAGEFAULT_FLAG_WP, 5.7).
+	FeatureWPFaults Feature = abi.FeaturePagefaultFlagWP
+	// FeatureEventFork reports fork(2) with a new userfaultfd for the child
+	// (UFFD_FEATURE_EVENT_FORK, 4.11). Needs CAP_SYS_PTRACE.
+	FeatureEventFork Feature = abi.FeatureEventFork
+	// FeatureEventRemap reports mremap(2) (UFFD_FEATURE_EVENT_REMAP, 4.11).
+	FeatureEventRemap Feature = abi.FeatureEventRemap
+	// FeatureEventRemove reports madvise(MADV_DONTNEED/MADV_REMOVE)
+	// (UFFD_FEATURE_EVENT_REMOVE, 4.11).
+	FeatureEventRemove Feature = abi.FeatureEventRemove
+	// FeatureMissingHugetlbfs allows MISSING registration of hugetlbfs
+	// (UFFD_FEATURE_MISSING_HUGETLBFS, 4.11).
+	FeatureMissingHugetlbfs Feature = abi.FeatureMissingHugetlbfs
+	// FeatureMissingShmem allows MISSING registration of shmem
+	// (UFFD_FEATURE_MISSING_SHMEM, 4.11).
+	FeatureMissingShmem Feature = abi.FeatureMissingShmem
+	// FeatureEventUnmap reports munmap(2) (UFFD_FEATURE_EVENT_UNMAP, 4.11).
+	FeatureEventUnmap Feature = abi.FeatureEventUnmap
+	// FeatureSigbus delivers SIGBUS to the faulting thread instead of an
+	// event (UFFD_FEATURE_SIGBUS, 4.14).
+	FeatureSigbus Feature = abi.FeatureSigbus
+	// FeatureThreadID reports the faulting thread's id
+	// (UFFD_FEATURE_THREAD_ID, 4.14).
+	FeatureThreadID Feature = abi.FeatureThreadID
+	// FeatureMinorHugetlbfs allows MINOR registration of hugetlbfs
+	// (UFFD_FEATURE_MINOR_HUGETLBFS, 5.13).
+	FeatureMinorHugetlbfs Feature = abi.FeatureMinorHugetlbfs
+	// FeatureMinorShmem allows MINOR registration of shmem
+	// (UFFD_FEATURE_MINOR_SHMEM, 5.14).
+	FeatureMinorShmem Feature = abi.FeatureMinorShmem
+	// FeatureExactAddress reports the exact faulting address instead of the
+	// page's (UFFD_FEATURE_EXACT_ADDRESS, 5.18).
+	FeatureExactAddress Feature = abi.FeatureExactAddress
+	// FeatureWPHugetlbfsShmem allows write-protect registration of hugetlbfs
+	// and shmem (UFFD_FEATURE_WP_HUGETLBFS_SHMEM, 5.19).
+	FeatureWPHugetlbfsShmem Feature = abi.FeatureWPHugetlbfsShmem
+	// FeatureWPUnpopulated write-protects pages that are not yet populated
+	// in anonymous memory (UFFD_FEATURE_WP_UNPOPULATED, 6.4).
+	FeatureWPUnpopulated Feature = abi.FeatureWPUnpopulated
+	// FeaturePoison offers UFFDIO_POISON (UFFD_FEATURE_POISON, 6.6).
+	FeaturePoison Feature = abi.FeaturePoison
+	// FeatureWPAsync makes the kernel resolve write-protect faults itself,
+	// for dirty tracking with PAGEMAP_SCAN (UFFD_FEATURE_WP_ASYNC, 6.7).
+	FeatureWPAsync Feature = abi.FeatureWPAsync
+	// FeatureMove offers UFFDIO_MOVE (UFFD_FEATURE_MOVE, 6.8).
+	FeatureMove Feature = abi.FeatureMove
+
+	// AllFeatures is every feature this package knows.
+	AllFeatures Feature = abi.FeatureAll
+)
+
+type bitInfo struct {
+	name   string // Go name, as String prints it
+	kernel string // kernel spelling
+	since  string // first Linux release that has it
+}
+
+var featureInfo = [abi.FeatureCount]bitInfo{
+	{"WPFaults", "UFFD_FEATURE_PAGEFAULT_FLAG_WP", "5.7"},
+	{"EventFork", "UFFD_FEATURE_EVENT_FORK", "4.11"},
+	{"EventRemap", "UFFD_FEATURE_EVENT_REMAP", "4.11"},
+	{"EventRemove", "UFFD_FEATURE_EVENT_REMOVE", "4.11"},
+	{"MissingHugetlbfs", "UFFD_FEATURE_MISSING_HUGETLBFS", "4.11"},
+	{"MissingShmem", "UFFD_FEATURE_MISSING_SHMEM", "4.11"},
+	{"EventUnmap", "UFFD_FEATURE_EVENT_UNMAP", "4.11"},
+	{"Sigbus", "UFFD_FEATURE_SIGBUS", "4.14"},
+	{"ThreadID", "UFFD_FEATURE_THREAD_ID", "4.14"},
+	{"MinorHugetlbfs", "UFFD_FEATURE_MINOR_HUGETLBFS", "5.13"},
+	{"MinorShmem", "UFFD_FEATURE_MINOR_SHMEM", "5.14"},
+	{"ExactAddress", "UFFD_FEATURE_EXACT_ADDRESS", "5.18"},
+	{"WPHugetlbfsShmem", "UFFD_FEATURE_WP_HUGETLBFS_SHMEM", "5.19"},
+	{"WPUnpopulated", "UFFD_FEATURE_WP_UNPOPULATED", "6.4"},
+	{"Poison", "UFFD_FEATURE_POISON", "6.6"},
+	{"WPAsync", "UFFD_FEATURE_WP_ASYNC", "6.7"},
+	{"Move", "UFFD_FEATURE_MOVE", "6.8"},
+}
+
+// Features lists every single feature this package knows, in bit order.
+func Features() []Feature {
+	fs := make([]Feature, abi.FeatureCount)
+	for i := range fs {
+		fs[i] = 1 << i
+	}
+	return fs
+}
+
+// Has reports whether every feature of want is in f.
+func (f Feature) Has(want Feature) bool { return f&want == want }
+
+// String returns the features' names joined with "|", "0" for none, and
+// unknown bits in hex.
+func (f Feature) String() string { return bitString(uint64(f), featureInfo[:]) }
+
+// KernelName returns the kernel's spelling of a single feature
+// ("UFFD_FEATURE_MOVE"), or "" for a set or an unknown bit.
+func (f Feature) KernelName() string {
+	if i, ok := single(uint64(f)); ok && i < len(featureInfo) {
+		return featureInfo[i].kernel
+	}
+	return ""
+}
+
+// Since returns the first Linux release that has a single feature ("6.8"),
+// or "" for a set or an unknown bit.
+func (f Feature) Since() string {
+	if i, ok := single(uint64(f)); ok && i < len(featureInfo) {
+		return featureInfo[i].since
+	}
+	return ""
+}
+
+// Ioctl is a set of userfaultfd ioctls, as the kernel reports them for a
+// file descriptor (UFFDIO_API) and for a registered range (UFFDIO_REGISTER).
+type Ioctl uint64
+
+// The userfaultfd ioctls.
+const (
+	IoctlRegister     Ioctl = 1 << abi.NrRegister
+	IoctlUnregister   Ioctl = 1 << abi.NrUnregister
+	IoctlWake         Ioctl = 1 << abi.NrWake
+	IoctlCopy         Ioctl = 1 << abi.NrCopy
+	IoctlZeroPage     Ioctl = 1 << abi.NrZeropage
+	IoctlMove         Ioctl = 1 << abi.NrMove
+	IoctlWriteProtect Ioctl = 1 << abi.NrWriteprotect
+	IoctlContinue     Ioctl = 1 << abi.NrContinue
+	IoctlPoison       Ioctl = 1 << abi.NrPoison
+	IoctlAPI          Ioctl = 1 << abi.NrAPI
+)
+
+var ioctlInfo = [abi.NrAPI + 1]bitInfo{
+	abi.NrRegister:     {"Register", "UFFDIO_REGISTER", "4.3"},
+	abi.NrUnregister:   {"Unregister", "UFFDIO_UNREGISTER", "4.3"},
+	abi.NrWake:         {"Wake", "UFFDIO_WAKE", "4.3"},
+	abi.NrCopy:         {"Copy", "UFFDIO_COPY", "4.3"},
+	abi.NrZeropage:     {"ZeroPage", "UFFDIO_ZEROPAGE", "4.3"},
+	abi.NrMove:         {"Move", "UFFDIO_MOVE", "6.8"},
+	abi.NrWriteprotect: {"WriteProtect", "UFFDIO_WRITEPROTECT", "5.7"},
+	abi.NrContinue:     {"Continue", "UFFDIO_CONTINUE", "5.13"},
+	abi.NrPoison:       {"Poison", "UFFDIO_POISON", "6.6"},
+	abi.NrAPI:          {"API", "UFFDIO_API", "4.3"},
+}
+
+// Ioctls lists every single ioctl this package knows, in bit order.
+func Ioctls() []Ioctl {
+	var out []Ioctl
+	for i, b := range ioctlInfo {
+		if b.name != "" {
+			out = append(out, 1<<i)
+		}
+	}
+	return out
+}
+
+// Has reports whether every ioctl of want is in i.
+func (i Ioctl) Has(want Ioctl) bool { return i&want == want }
+
+// String returns the ioctls' names joined with "|".
+func (i Ioctl) String() string { return bitString(uint64(i), ioctlInfo[:]) }
+
+// KernelName returns the kernel's spelling of a single ioctl ("UFFDIO_COPY").
+func (i Ioctl) KernelName() string {
+	if n, ok := single(uint64(i)); ok && n < len(ioctlInfo) {
+		return ioctlInfo[n].kernel
+	}
+	return ""
+}
+
+// Since returns the first Linux release that has a single ioctl.
+func (i Ioctl) Since() string {
+	if n, ok := single(uint64(i)); ok && n < len(ioctlInfo) {
+		return ioctlInfo[n].since
+	}
+	return ""
+}
+
+// Mode is a set of registration modes (UFFDIO_REGISTER_MODE_*).
+type Mode uint64
+
+// Registration modes. They combine: ModeMissing|ModeWriteProtect is the
+// usual way to serve and then track a range.
+const (
+	// ModeMissing reports faults on pages that are not populated.
+	ModeMissing Mode = abi.RegisterModeMissing
+	// ModeWriteProtect reports writes to write-protected pages.
+	ModeWriteProtect Mode = abi.RegisterModeWP
+	// ModeMinor reports faults on pages present in the page cache but not
+	// mapped (shmem and hugetlbfs), resolved with Continue.
+	ModeMinor Mode = abi.RegisterModeMinor
+)
+
+var modeInfo = []bitInfo{
+	{"Missing", "UFFDIO_REGISTER_MODE_MISSING", "4.3"},
+	{"WriteProtect", "UFFDIO_REGISTER_MODE_WP", "5.7"},
+	{"Minor", "UFFDIO_REGISTER_MODE_MINOR", "5.13"},
+}
+
+// String returns the modes' names joined with "|".
+func (m Mode) String() string { return bitString(uint64(m), modeInfo) }
+
+func single(v uint64) (int, bool) {
+	if bits.OnesCount64(v) != 1 {
+		return 0, false
+	}
+	return bits.TrailingZeros64(v), true
+}
+
+func bitString(v uint64, info []bitInfo) string {
+	if v == 0 {
+		return "0"
+	}
+	var sb strings.Builder
+	var unknown uint64
+	for i := 0; i < 64; i++ {
+		bit := uint64(1) << i
+		if v&bit == 0 {
+			continue
+		}
+		if i < len(info) && info[i].name != "" {
+			if sb.Len() > 0 {
+				sb.WriteByte('|')
+			}
+			sb.WriteString(info[i].name)
+		} else {
+			unknown |= bit
+		}
+	}
+	if unknown != 0 {
+		if sb.Len() > 0 {
+			sb.WriteByte('|')
+		}
+		sb.WriteString("0x")
+		sb.WriteString(strconv.FormatUint(unknown, 16))
+	}
+	return sb.String()
+}

@@ -1,0 +1,225 @@
+package uffd_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
+	"github.com/gouffd/uffd/mem"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+// hangTimeout bounds waits that only end if the code under test works: it
+// detects a hang, it does not measure speed.
+const hangTimeout = 30 * time.Second
+
+// server reads messages from a userfaultfd in a goroutine and hands each to
+// fn, until stop is called. It records every message it read.
+type server struct {
+	u      *uffd.UFFD
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu   sync.Mutex
+	msgs []uffd.Message
+	err  error
+}
+
+// serve starts a server for u; the test's cleanup stops it and fails the
+// test on a handler error.
+func serve(t *testing.T, u *uffd.UFFD, fn func(uffd.Message) error) *server {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{u: u, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		buf := make([]uffd.Message, 16)
+		for {
+			n, err := u.ReadMessages(ctx, buf)
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, uffd.ErrClosed) {
+					s.fail(err)
+				}
+				return
+			}
+			for _, m := range buf[:n] {
+				s.mu.Lock()
+				s.msgs = append(s.msgs, m)
+				s.mu.Unlock()
+				if fn != nil {
+					if err := fn(m); err != nil {
+						s.fail(fmt.Errorf("handling %v: %w", m, err))
+					}
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func (s *server) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// stop ends the server and returns the first error it met. Idempotent.
+func (s *server) stop() error {
+	s.cancel()
+	select {
+	case <-s.done:
+	case <-time.After(hangTimeout):
+		return errors.New("server did not stop")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// messages returns a copy of the messages read so far.
+func (s *server) messages() []uffd.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]uffd.Message(nil), s.msgs...)
+}
+
+// copyPattern answers a page fault by copying the page's pattern (see
+// pattern) into it; a lost race (ErrPageExists) only wakes.
+func copyPattern(u *uffd.UFFD, m *mem.Mapping) func(uffd.Message) error {
+	page := make([]byte, m.PageSize)
+	return func(msg uffd.Message) error {
+		if msg.Event != uffd.EventPagefault {
+			return nil
+		}
+		addr := msg.Address &^ uintptr(m.PageSize-1)
+		fillPattern(page, int((addr-m.Addr())/uintptr(m.PageSize)))
+		_, err := u.Copy(addr, page, 0)
+		if errors.Is(err, uffd.ErrPageExists) {
+			return u.Wake(addr, uintptr(m.PageSize))
+		}
+		return err
+	}
+}
+
+// fillPattern fills p with page n's pattern: every 8th byte holds n+1, the
+// others a mix of n and the offset, so that no two pages look alike and no
+// page is all zeroes.
+func fillPattern(p []byte, n int) {
+	for i := range p {
+		p[i] = byte(n+1) ^ byte(i>>3)
+	}
+}
+
+// checkPattern checks page n's pattern, reading byte by byte with plain Go
+// loads (which the Go runtime can preempt while they fault).
+func checkPattern(t *testing.T, p []byte, n int) {
+	t.Helper()
+	for i := 0; i < len(p); i += 512 {
+		if want := byte(n+1) ^ byte(i>>3); p[i] != want {
+			t.Fatalf("page %d byte %d: got %#x, want %#x", n, i, p[i], want)
+		}
+	}
+}
+
+// mapKind maps pages of a kind, reserving huge pages when needed, and
+// unmaps them when the test ends.
+func mapKind(t *testing.T, kind mem.Kind, pages int) *mem.Mapping {
+	t.Helper()
+	size := pages * mem.PageSize()
+	if kind.Huge() {
+		testutil.ReserveHugePages(t, 2*pages) // the alias and private copies
+		hps, err := mem.HugePageSize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		size = pages * hps
+	}
+	m, err := mem.Map(kind, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// openUFFD opens a userfaultfd with the given features, closed when the
+// test ends.
+func openUFFD(t *testing.T, features uffd.Feature) *uffd.UFFD {
+	t.Helper()
+	u, err := uffd.Open(&uffd.Config{Features: features})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	return u
+}
+
+// featuresFor returns the features a kind needs for MISSING registration.
+func featuresFor(kind mem.Kind) uffd.Feature {
+	switch kind {
+	case mem.Shmem, mem.ShmemPrivate:
+		return uffd.FeatureMissingShmem
+	case mem.Hugetlb, mem.HugetlbPrivate:
+		return uffd.FeatureMissingHugetlbfs
+	}
+	return 0
+}
+
+// forKinds runs a subtest for each memory kind.
+func forKinds(t *testing.T, kinds []mem.Kind, fn func(t *testing.T, kind mem.Kind)) {
+	for _, k := range kinds {
+		t.Run(k.String(), func(t *testing.T) { fn(t, k) })
+	}
+}
+
+// inGoroutine runs fn in a new goroutine and waits for it, failing the test
+// if it does not return (a fault that is never served).
+func inGoroutine(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+	case <-time.After(hangTimeout):
+		t.Fatalf("%s: did not return within %v (fault never served?)", what, hangTimeout)
+	}
+}
+
+// sigbusAt runs a one-byte read of p[i] and reports whether it raised
+// SIGBUS (as a recovered fault panic) instead of returning.
+func sigbusAt(p []byte, i int) (sigbus bool) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(interface{ Addr() uintptr }); ok {
+				sigbus = true
+				return
+			}
+			panic(r)
+		}
+	}()
+	sink = p[i]
+	return false
+}
+
+// sink keeps loads from being optimized away.
+var sink byte

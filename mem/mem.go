@@ -1,0 +1,115 @@
+package mem
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Kind is a kind of memory.
+type Kind int
+
+// The kinds of memory, named as in the kernel's userfaultfd selftests.
+const (
+	Anonymous      Kind = iota // private anonymous memory
+	Shmem                      // a memfd mapped shared
+	ShmemPrivate               // a memfd mapped private
+	Hugetlb                    // a hugetlbfs memfd mapped shared
+	HugetlbPrivate             // a hugetlbfs memfd mapped private
+)
+
+// Kinds lists every Kind.
+var Kinds = []Kind{Anonymous, Shmem, ShmemPrivate, Hugetlb, HugetlbPrivate}
+
+var kindNames = []string{"anon", "shmem", "shmem-private", "hugetlb", "hugetlb-private"}
+
+func (k Kind) String() string {
+	if k >= 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// ParseKind parses a Kind's name as String prints it.
+func ParseKind(s string) (Kind, error) {
+	for i, n := range kindNames {
+		if n == s {
+			return Kind(i), nil
+		}
+	}
+	return 0, fmt.Errorf("mem: unknown memory kind %q (want one of %s)", s, strings.Join(kindNames, ", "))
+}
+
+// Huge reports whether the kind uses huge pages.
+func (k Kind) Huge() bool { return k == Hugetlb || k == HugetlbPrivate }
+
+// Shared reports whether writes through the mapping reach the file (and
+// the alias).
+func (k Kind) Shared() bool { return k == Shmem || k == Hugetlb }
+
+// FileBacked reports whether the kind is backed by a memfd (and so has an
+// Alias).
+func (k Kind) FileBacked() bool { return k != Anonymous }
+
+// PageSize returns the base page size.
+func PageSize() int { return os.Getpagesize() }
+
+// HugePageSizes lists the huge page sizes the kernel offers, in bytes,
+// from /sys/kernel/mm/hugepages.
+func HugePageSizes() ([]int, error) {
+	ents, err := os.ReadDir("/sys/kernel/mm/hugepages")
+	if err != nil {
+		return nil, err
+	}
+	var sizes []int
+	for _, e := range ents {
+		s, ok := strings.CutPrefix(e.Name(), "hugepages-")
+		if !ok {
+			continue
+		}
+		s, ok = strings.CutSuffix(s, "kB")
+		if !ok {
+			continue
+		}
+		if kb, err := strconv.Atoi(s); err == nil {
+			sizes = append(sizes, kb<<10)
+		}
+	}
+	return sizes, nil
+}
+
+// HugePageSize returns the default huge page size (Hugepagesize in
+// /proc/meminfo), which hugetlbfs memfds use.
+func HugePageSize() (int, error) {
+	v, err := meminfo("Hugepagesize")
+	return v << 10, err
+}
+
+// HugePages reports the default-size huge page pool: total and free pages.
+func HugePages() (total, free int, err error) {
+	if total, err = meminfo("HugePages_Total"); err != nil {
+		return
+	}
+	free, err = meminfo("HugePages_Free")
+	return
+}
+
+func meminfo(key string) (int, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || k != key {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			break
+		}
+		return strconv.Atoi(f[0])
+	}
+	return 0, fmt.Errorf("mem: no %s in /proc/meminfo", key)
+}

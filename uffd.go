@@ -1,0 +1,221 @@
+package uffd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/gouffd/uffd/internal/abi"
+)
+
+// UFFD is an open, initialized userfaultfd: the UFFDIO_API handshake is
+// done and the descriptor is registered with the Go runtime's poller.
+//
+// All methods are safe for concurrent use. Reads are serialized (one reader
+// at a time gets whole messages); the resolving ioctls run concurrently.
+type UFFD struct {
+	f  *os.File
+	fd int // f's descriptor, valid while mu is read-held and closed is false
+
+	// mu is held for reading around every ioctl on fd and for writing by
+	// Close, so that a descriptor number is never used after it was closed
+	// (and perhaps reused).
+	mu     sync.RWMutex
+	closed atomic.Bool
+
+	features     Feature // enabled by the handshake
+	available    Feature // all the kernel offers
+	ioctls       Ioctl   // the fd's ioctls (UFFDIO_API's answer)
+	userModeOnly bool
+	path         Path
+
+	readMu sync.Mutex
+	rbuf   []byte
+
+	dlMu      sync.Mutex // orders context cancellation against reads
+	readSeq   uint64
+	cancelled bool
+}
+
+// newUFFD takes ownership of fd, which must be non-blocking and initialized.
+func newUFFD(fd int, features, available Feature, ioctls Ioctl, userModeOnly bool, path Path) *UFFD {
+	// The descriptor must be non-blocking for the poller (the kernel gives a
+	// fork child's descriptor the parent's flags; this makes sure of it).
+	// os.File's own cleanup closes it if the UFFD is dropped without Close.
+	syscall.SetNonblock(fd, true)
+	u := &UFFD{
+		f:            os.NewFile(uintptr(fd), "userfaultfd"),
+		fd:           fd,
+		features:     features,
+		available:    available,
+		ioctls:       ioctls,
+		userModeOnly: userModeOnly,
+		path:         path,
+	}
+	return u
+}
+
+// Features returns the features enabled on this userfaultfd.
+func (u *UFFD) Features() Feature { return u.features }
+
+// Available returns every feature the kernel reported in the handshake.
+func (u *UFFD) Available() Feature { return u.available }
+
+// Ioctls returns the ioctls the kernel offers on the descriptor itself
+// (Register, Unregister and API); the resolving ioctls of a range are what
+// Register returns.
+func (u *UFFD) Ioctls() Ioctl { return u.ioctls }
+
+// UserModeOnly reports whether faults taken in kernel mode (a system call
+// reading a registered page) fail with EFAULT instead of reaching this
+// userfaultfd.
+func (u *UFFD) UserModeOnly() bool { return u.userModeOnly }
+
+// Path reports how the descriptor was created.
+func (u *UFFD) Path() Path { return u.path }
+
+func (u *UFFD) String() string {
+	if u == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("uffd(fd=%d features=%v)", u.fd, u.features)
+}
+
+// SyscallConn gives raw access to the descriptor, for passing it to another
+// process (SCM_RIGHTS) or to poll it yourself. Do not close it or change
+// its flags.
+func (u *UFFD) SyscallConn() (syscall.RawConn, error) {
+	if u.closed.Load() {
+		return nil, ErrClosed
+	}
+	return u.f.SyscallConn()
+}
+
+// Close releases the userfaultfd. It unblocks a pending read (which returns
+// ErrClosed) and waits for ioctls in flight. When this was the last
+// reference to the userfaultfd, the kernel unregisters every range and
+// wakes the faulting threads, which then fault as if never registered
+// (anonymous memory reads as zeroes). Close is idempotent.
+func (u *UFFD) Close() error {
+	if u.closed.Swap(true) {
+		return nil
+	}
+	// Closing the file first unblocks a reader parked in the poller; the
+	// write lock then waits out ioctls already using the number.
+	err := u.f.Close()
+	u.mu.Lock()
+	u.mu.Unlock()
+	if err != nil {
+		return &OpError{Op: "close", Err: err}
+	}
+	return nil
+}
+
+// ioctl runs one userfaultfd ioctl. It allocates nothing.
+func (u *UFFD) ioctl(req uint, arg unsafe.Pointer) syscall.Errno {
+	u.mu.RLock()
+	if u.closed.Load() {
+		u.mu.RUnlock()
+		return syscall.EBADF
+	}
+	errno := abi.Ioctl(u.fd, req, arg)
+	u.mu.RUnlock()
+	return errno
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// ReadMessages blocks until at least one message is pending, then reads as
+// many as fit in msgs, decodes them in place and returns how many it
+// decoded. It parks in the Go runtime's poller, never on an OS thread.
+//
+// It returns ErrClosed once Close was called, and an error wrapping
+// ctx.Err() when ctx ends first. With a context that can never be cancelled
+// (context.Background) it allocates nothing in the steady state; other
+// contexts cost one small allocation per call.
+//
+// A message that cannot be decoded yields a *MessageError after the valid
+// messages of the same read were returned in msgs[:n]. Fork events carry the
+// child's userfaultfd in Message.Child; the caller owns it.
+func (u *UFFD) ReadMessages(ctx context.Context, msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	if u.closed.Load() {
+		return 0, ErrClosed
+	}
+	u.readMu.Lock()
+	defer u.readMu.Unlock()
+	want := len(msgs) * MessageSize
+	if cap(u.rbuf) < want {
+		u.rbuf = make([]byte, want)
+	}
+	buf := u.rbuf[:want]
+
+	var n int
+	var err error
+	if ctx.Done() == nil {
+		n, err = u.f.Read(buf)
+	} else {
+		n, err = u.readCancellable(ctx, buf)
+	}
+	if err != nil {
+		switch {
+		case u.closed.Load():
+			return 0, ErrClosed
+		case ctx.Err() != nil:
+			return 0, &OpError{Op: "read", Err: ctx.Err()}
+		}
+		return 0, &OpError{Op: "read", Err: err}
+	}
+	return u.decode(buf[:n], msgs)
+}
+
+func (u *UFFD) readCancellable(ctx context.Context, buf []byte) (int, error) {
+	u.dlMu.Lock()
+	u.readSeq++
+	seq := u.readSeq
+	u.dlMu.Unlock()
+	stop := context.AfterFunc(ctx, func() {
+		u.dlMu.Lock()
+		if u.readSeq == seq {
+			u.cancelled = true
+			u.f.SetReadDeadline(aLongTimeAgo)
+		}
+		u.dlMu.Unlock()
+	})
+	n, err := u.f.Read(buf)
+	stop()
+	u.dlMu.Lock()
+	u.readSeq++
+	if u.cancelled {
+		u.cancelled = false
+		u.f.SetReadDeadline(time.Time{})
+	}
+	u.dlMu.Unlock()
+	return n, err
+}
+
+func (u *UFFD) decode(buf []byte, msgs []Message) (int, error) {
+	n := 0
+	var firstErr error
+	for off := 0; off < len(buf); off += MessageSize {
+		m := &msgs[n]
+		if err := decodeMessage(buf[off:], m); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if m.Event == EventFork {
+			m.Child = newUFFD(m.childFD, u.features, u.available, u.ioctls, u.userModeOnly, PathFork)
+		}
+		n++
+	}
+	return n, firstErr
+}
