@@ -23,9 +23,15 @@ type NotSupportedError struct {
 	What string
 	// Features lists the missing features, when features are what is missing.
 	Features Feature
+	// OS is set (to runtime.GOOS) when the operating system is not Linux:
+	// then nothing of What exists at all.
+	OS string
 }
 
 func (e *NotSupportedError) Error() string {
+	if e.OS != "" {
+		return "uffd: " + e.What + " is Linux-only (this is " + e.OS + ")"
+	}
 	return "uffd: " + e.What + " not supported by this kernel"
 }
 
@@ -120,6 +126,10 @@ func (e argError) Is(target error) bool {
 func opErr(op string, addr, length uintptr, done int, errno syscall.Errno) error {
 	var err error = errno
 	switch errno {
+	case syscall.EBADF:
+		// UFFD.ioctl's answer once Close was called: the descriptor is
+		// otherwise open for as long as the ioctl runs.
+		err = ErrClosed
 	case syscall.EEXIST:
 		err = ErrPageExists
 	case syscall.ESRCH:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -51,7 +52,7 @@ func Open(cfg *Config) (*UFFD, error) {
 }
 
 // handshakeError explains a failed UFFDIO_API.
-func handshakeError(want Feature, errno unix.Errno) error {
+func handshakeError(want Feature, errno syscall.Errno) error {
 	opErr := &OpError{Op: "UFFDIO_API", Err: errno}
 	switch errno {
 	case unix.EPERM:
@@ -70,6 +71,9 @@ func handshakeError(want Feature, errno unix.Errno) error {
 	}
 	return opErr
 }
+
+// setNonblock puts fd in non-blocking mode, as the poller needs.
+func setNonblock(fd int) { unix.SetNonblock(fd, true) }
 
 // probe opens a throwaway descriptor and asks for no features: the kernel
 // answers with everything it offers.

@@ -47,7 +47,7 @@ func newUFFD(fd int, features, available Feature, ioctls Ioctl, userModeOnly boo
 	// The descriptor must be non-blocking for the poller (the kernel gives a
 	// fork child's descriptor the parent's flags; this makes sure of it).
 	// os.File's own cleanup closes it if the UFFD is dropped without Close.
-	syscall.SetNonblock(fd, true)
+	setNonblock(fd)
 	u := &UFFD{
 		f:            os.NewFile(uintptr(fd), "userfaultfd"),
 		fd:           fd,
@@ -116,7 +116,10 @@ func (u *UFFD) Close() error {
 	return nil
 }
 
-// ioctl runs one userfaultfd ioctl. It allocates nothing.
+// ioctl runs one userfaultfd ioctl. It allocates nothing. Once Close was
+// called it returns EBADF without a system call; the callers report that as
+// ErrClosed (the descriptor cannot be closed while an ioctl uses it, so
+// EBADF means nothing else).
 func (u *UFFD) ioctl(req uint, arg unsafe.Pointer) syscall.Errno {
 	u.mu.RLock()
 	if u.closed.Load() {

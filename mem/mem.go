@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // Kind is a kind of memory.
@@ -51,6 +52,39 @@ func (k Kind) Shared() bool { return k == Shmem || k == Hugetlb }
 // FileBacked reports whether the kind is backed by a memfd (and so has an
 // Alias).
 func (k Kind) FileBacked() bool { return k != Anonymous }
+
+// Mapping is a mapped region of one Kind.
+type Mapping struct {
+	Kind Kind
+	// Data is the mapping to register with userfaultfd.
+	Data []byte
+	// Alias is a second, shared mapping of the same file for file-backed
+	// kinds, nil for Anonymous.
+	Alias []byte
+	// PageSize is the size of the pages backing Data.
+	PageSize int
+
+	fd int
+}
+
+// Addr returns the address of Data.
+func (m *Mapping) Addr() uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(m.Data))) }
+
+// Len returns the length of Data.
+func (m *Mapping) Len() uintptr { return uintptr(len(m.Data)) }
+
+// Fd returns the memfd behind a file-backed mapping, or -1. It stays owned
+// by the Mapping.
+func (m *Mapping) Fd() int { return m.fd }
+
+// Page returns the i-th page of Data.
+func (m *Mapping) Page(i int) []byte { return m.Data[i*m.PageSize : (i+1)*m.PageSize] }
+
+// PageAddr returns the address of the i-th page of Data.
+func (m *Mapping) PageAddr(i int) uintptr { return m.Addr() + uintptr(i*m.PageSize) }
+
+// Pages returns the number of pages in Data.
+func (m *Mapping) Pages() int { return len(m.Data) / m.PageSize }
 
 // PageSize returns the base page size.
 func PageSize() int { return os.Getpagesize() }

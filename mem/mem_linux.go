@@ -2,24 +2,9 @@ package mem
 
 import (
 	"fmt"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
-
-// Mapping is a mapped region of one Kind.
-type Mapping struct {
-	Kind Kind
-	// Data is the mapping to register with userfaultfd.
-	Data []byte
-	// Alias is a second, shared mapping of the same file for file-backed
-	// kinds, nil for Anonymous.
-	Alias []byte
-	// PageSize is the size of the pages backing Data.
-	PageSize int
-
-	fd int
-}
 
 // Map maps size bytes of the given kind. size must be a multiple of the
 // kind's page size. The memory is not populated.
@@ -82,25 +67,6 @@ func (m *Mapping) hugeHint(err error, size int) error {
 	_, free, _ := HugePages()
 	return fmt.Errorf("%w (needs %d free huge pages of %d bytes, %d free: raise /proc/sys/vm/nr_hugepages)", err, size/m.PageSize, m.PageSize, free)
 }
-
-// Addr returns the address of Data.
-func (m *Mapping) Addr() uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(m.Data))) }
-
-// Len returns the length of Data.
-func (m *Mapping) Len() uintptr { return uintptr(len(m.Data)) }
-
-// Fd returns the memfd behind a file-backed mapping, or -1. It stays owned
-// by the Mapping.
-func (m *Mapping) Fd() int { return m.fd }
-
-// Page returns the i-th page of Data.
-func (m *Mapping) Page(i int) []byte { return m.Data[i*m.PageSize : (i+1)*m.PageSize] }
-
-// PageAddr returns the address of the i-th page of Data.
-func (m *Mapping) PageAddr(i int) uintptr { return m.Addr() + uintptr(i*m.PageSize) }
-
-// Pages returns the number of pages in Data.
-func (m *Mapping) Pages() int { return len(m.Data) / m.PageSize }
 
 // Drop releases the pages of Data in [off, off+n): MADV_DONTNEED, or for
 // shared file-backed kinds MADV_REMOVE, which also punches the hole in the

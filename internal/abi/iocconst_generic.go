@@ -2,10 +2,6 @@
 
 package abi
 
-// asm-generic/ioctl.h: amd64, arm64, riscv64, loong64, s390x, 386, arm.
-const (
-	iocNone     = 0
-	iocWrite    = 1
-	iocRead     = 2
-	iocSizeBits = 14
-)
+// iocHost is the running architecture's _IOC encoding: asm-generic/ioctl.h
+// (amd64, arm64, riscv64, loong64, s390x, 386, arm).
+var iocHost = iocGeneric

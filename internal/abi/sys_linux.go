@@ -1,6 +1,7 @@
 package abi
 
 import (
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -29,14 +30,14 @@ func DevNew(devFd int, flags int) (int, error) {
 // Ioctl issues ioctl(fd, req, arg) and returns the raw errno (0 on success).
 // arg must point at one of this package's structs, which the kernel reads
 // and, for _IOWR requests, writes back. It never allocates.
-func Ioctl(fd int, req uint, arg unsafe.Pointer) unix.Errno {
+func Ioctl(fd int, req uint, arg unsafe.Pointer) syscall.Errno {
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
 	return errno
 }
 
 // IoctlRet is Ioctl for requests whose return value carries a result (such
 // as PAGEMAP_SCAN's count of regions).
-func IoctlRet(fd int, req uint, arg unsafe.Pointer) (int, unix.Errno) {
+func IoctlRet(fd int, req uint, arg unsafe.Pointer) (int, syscall.Errno) {
 	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
 	return int(r), errno
 }

@@ -1,0 +1,16 @@
+//go:build !linux
+
+package uffd
+
+import "runtime"
+
+// errNotLinux is what every way of creating a userfaultfd returns outside
+// Linux. It matches ErrNotSupported.
+var errNotLinux = &NotSupportedError{What: "userfaultfd", OS: runtime.GOOS}
+
+// Open fails outside Linux with an error matching ErrNotSupported.
+func Open(cfg *Config) (*UFFD, error) { return nil, errNotLinux }
+
+func probe(cfg *Config) (Support, error) { return Support{}, errNotLinux }
+
+func setNonblock(fd int) {}
