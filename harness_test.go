@@ -223,3 +223,52 @@ func sigbusAt(p []byte, i int) (sigbus bool) {
 
 // sink keeps loads from being optimized away.
 var sink byte
+
+// A thread whose fault is interrupted by a signal (the Go runtime preempts
+// with SIGURG) faults again and queues a second message for the same page,
+// so handlers must expect repeats and tests count distinct faults.
+
+// once wraps a fault handler so that each fault (page and kind) is resolved
+// once: a repeated message only wakes the page, as the first resolve may
+// already have raced the new fault.
+func once(u *uffd.UFFD, pageSize int, fn func(uffd.Message) error) func(uffd.Message) error {
+	seen := map[faultKey]bool{}
+	return func(msg uffd.Message) error {
+		if msg.Event != uffd.EventPagefault {
+			return fn(msg)
+		}
+		k := keyOf(msg, pageSize)
+		if seen[k] {
+			return u.Wake(k.page, uintptr(pageSize))
+		}
+		seen[k] = true
+		return fn(msg)
+	}
+}
+
+type faultKey struct {
+	page  uintptr
+	flags uffd.FaultFlags // the kind: write-protect or minor
+}
+
+func keyOf(msg uffd.Message, pageSize int) faultKey {
+	return faultKey{msg.Address &^ uintptr(pageSize-1), msg.Flags & (uffd.FaultWriteProtect | uffd.FaultMinor)}
+}
+
+// distinct drops repeated page faults (same page, same kind) from msgs,
+// keeping the first of each, in order.
+func distinct(msgs []uffd.Message, pageSize int) []uffd.Message {
+	seen := map[faultKey]bool{}
+	var out []uffd.Message
+	for _, m := range msgs {
+		if m.Event == uffd.EventPagefault {
+			k := keyOf(m, pageSize)
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+		}
+		out = append(out, m)
+	}
+	return out
+}

@@ -48,7 +48,7 @@ func Open(cfg *Config) (*UFFD, error) {
 	if enabled.Has(FeatureWPAsync) {
 		enabled |= FeatureWPUnpopulated // the kernel implies it
 	}
-	return newUFFD(fd, enabled, Feature(api.Features), Ioctl(api.Ioctls), userModeOnly, path), nil
+	return newUFFD(fd, enabled, Feature(api.Features), Ioctl(api.Ioctls), userModeOnly, path)
 }
 
 // handshakeError explains a failed UFFDIO_API.
@@ -74,6 +74,11 @@ func handshakeError(want Feature, errno syscall.Errno) error {
 
 // setNonblock puts fd in non-blocking mode, as the poller needs.
 func setNonblock(fd int) { unix.SetNonblock(fd, true) }
+
+// dupFd duplicates fd, close-on-exec.
+func dupFd(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
+
+func closeFd(fd int) { unix.Close(fd) }
 
 // probe opens a throwaway descriptor and asks for no features: the kernel
 // answers with everything it offers.

@@ -14,3 +14,7 @@ func Open(cfg *Config) (*UFFD, error) { return nil, errNotLinux }
 func probe(cfg *Config) (Support, error) { return Support{}, errNotLinux }
 
 func setNonblock(fd int) {}
+
+func dupFd(fd int) (int, error) { return -1, errNotLinux }
+
+func closeFd(fd int) {}

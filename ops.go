@@ -150,7 +150,11 @@ func (u *UFFD) Copy(dst uintptr, src []byte, flags Flags) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	c := abi.UffdioCopy{Dst: uint64(dst), Src: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(src)))), Len: uint64(length), Mode: mode}
+	// The kernel gets src's address as an integer: src must not live on a
+	// goroutine stack, which can move before the ioctl.
+	srcPtr := unsafe.Pointer(unsafe.SliceData(src))
+	abi.Escape(srcPtr)
+	c := abi.UffdioCopy{Dst: uint64(dst), Src: uint64(uintptr(srcPtr)), Len: uint64(length), Mode: mode}
 	errno := u.ioctl(abi.UFFDIO_COPY, unsafe.Pointer(&c))
 	runtime.KeepAlive(src)
 	return result(op, dst, length, c.Copy, errno)

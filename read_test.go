@@ -44,11 +44,6 @@ func waitErr(t *testing.T, ch <-chan error, what string) error {
 func letBlock() { time.Sleep(20 * time.Millisecond) }
 
 func TestReadCloseUnblocks(t *testing.T) {
-	u, err := uffd.Open(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
 	for _, ctx := range []context.Context{context.Background(), t.Context()} {
 		u, err := uffd.Open(nil)
 		if err != nil {
@@ -150,7 +145,7 @@ func TestOpsAfterClose(t *testing.T) {
 	addr, ps := m.Addr(), uintptr(m.PageSize)
 	page := make([]byte, ps)
 	ops := map[string]func() error{
-		"Register": func() error { _, err := u.Register(addr, ps, uffd.ModeMissing); return err },
+		"Register":   func() error { _, err := u.Register(addr, ps, uffd.ModeMissing); return err },
 		"Unregister": func() error { return u.Unregister(addr, ps) },
 		"Copy":       func() error { _, err := u.Copy(addr, page, 0); return err },
 		"ZeroPage":   func() error { _, err := u.ZeroPage(addr, ps, 0); return err },
@@ -239,7 +234,11 @@ func TestReadManyMessages(t *testing.T) {
 	}
 	t.Logf("largest read: %d messages; %d distinct pages", best, len(seen))
 	if best < 2 {
-		t.Errorf("no read returned more than %d message with %d threads waiting on faults", best, pages)
+		var wchans []string
+		for _, tid := range threads {
+			wchans = append(wchans, threadWchan(tid))
+		}
+		t.Errorf("no read returned more than %d message with %d threads faulting (sleeping in %q)", best, pages, wchans)
 	}
 	// Serve them all.
 	page := make([]byte, m.PageSize)
@@ -342,7 +341,7 @@ func TestReadWriteFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := serve(t, u, copyPattern(u, m))
-	inGoroutine(t, "faulting read", func() { sink2 = m.Page(0)[0] })
+	inGoroutine(t, "faulting read", func() { readSink = m.Page(0)[0] })
 	inGoroutine(t, "faulting write", func() { m.Page(1)[0] = 7 })
 	if m.Page(1)[0] != 7 {
 		t.Fatal("write lost")
@@ -372,5 +371,5 @@ func TestReadWriteFlag(t *testing.T) {
 	}
 }
 
-// sink2 keeps loads from being optimized away (sink belongs to sigbusAt).
-var sink2 byte
+// readSink keeps loads from being optimized away.
+var readSink byte

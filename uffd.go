@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,14 +20,19 @@ import (
 // All methods are safe for concurrent use. Reads are serialized (one reader
 // at a time gets whole messages); the resolving ioctls run concurrently.
 type UFFD struct {
-	f  *os.File
-	fd int // f's descriptor, valid while mu is read-held and closed is false
+	f  *os.File // for reads through the poller
+	fd int      // f's descriptor, for String
 
-	// mu is held for reading around every ioctl on fd and for writing by
-	// Close, so that a descriptor number is never used after it was closed
-	// (and perhaps reused).
-	mu     sync.RWMutex
-	closed atomic.Bool
+	// ioctlFd is a duplicate of f's descriptor that the ioctls use. refs
+	// counts the ioctls using it, times two, plus one once Close was called:
+	// the descriptor is closed when Close was called and no ioctl uses it.
+	// So its number is never closed (and perhaps reused) under a running
+	// ioctl, and Close never waits for one.
+	ioctlFd  int
+	refs     atomic.Int64
+	fdClosed atomic.Bool
+	closed   atomic.Bool
+	cleanup  runtime.Cleanup
 
 	features     Feature // enabled by the handshake
 	available    Feature // all the kernel offers
@@ -42,22 +48,31 @@ type UFFD struct {
 	cancelled bool
 }
 
-// newUFFD takes ownership of fd, which must be non-blocking and initialized.
-func newUFFD(fd int, features, available Feature, ioctls Ioctl, userModeOnly bool, path Path) *UFFD {
+// newUFFD takes ownership of fd, which must be initialized. On error fd is
+// closed.
+func newUFFD(fd int, features, available Feature, ioctls Ioctl, userModeOnly bool, path Path) (*UFFD, error) {
 	// The descriptor must be non-blocking for the poller (the kernel gives a
 	// fork child's descriptor the parent's flags; this makes sure of it).
-	// os.File's own cleanup closes it if the UFFD is dropped without Close.
 	setNonblock(fd)
+	ioctlFd, err := dupFd(fd)
+	if err != nil {
+		closeFd(fd)
+		return nil, &OpError{Op: "dup", Err: err}
+	}
 	u := &UFFD{
 		f:            os.NewFile(uintptr(fd), "userfaultfd"),
 		fd:           fd,
+		ioctlFd:      ioctlFd,
 		features:     features,
 		available:    available,
 		ioctls:       ioctls,
 		userModeOnly: userModeOnly,
 		path:         path,
 	}
-	return u
+	// The safety net for a UFFD dropped without Close: os.File closes its
+	// own descriptor, this closes the duplicate.
+	u.cleanup = runtime.AddCleanup(u, closeFd, ioctlFd)
+	return u, nil
 }
 
 // Features returns the features enabled on this userfaultfd.
@@ -96,39 +111,52 @@ func (u *UFFD) SyscallConn() (syscall.RawConn, error) {
 	return u.f.SyscallConn()
 }
 
-// Close releases the userfaultfd. It unblocks a pending read (which returns
-// ErrClosed) and waits for ioctls in flight. When this was the last
-// reference to the userfaultfd, the kernel unregisters every range and
-// wakes the faulting threads, which then fault as if never registered
-// (anonymous memory reads as zeroes). Close is idempotent.
+// Close releases the userfaultfd. It unblocks a pending read, which returns
+// ErrClosed; later operations return ErrClosed too. It does not wait for
+// ioctls in flight: their descriptor is closed when the last one returns.
+// When this was the last reference to the userfaultfd, the kernel
+// unregisters every range and wakes the faulting threads, which then fault
+// as if never registered (anonymous memory reads as zeroes). Close is
+// idempotent.
 func (u *UFFD) Close() error {
 	if u.closed.Swap(true) {
 		return nil
 	}
-	// Closing the file first unblocks a reader parked in the poller; the
-	// write lock then waits out ioctls already using the number.
-	err := u.f.Close()
-	u.mu.Lock()
-	u.mu.Unlock()
+	err := u.f.Close() // wakes a reader parked in the poller
+	if u.refs.Or(1) == 0 {
+		u.closeIoctlFd()
+	}
 	if err != nil {
 		return &OpError{Op: "close", Err: err}
 	}
 	return nil
 }
 
-// ioctl runs one userfaultfd ioctl. It allocates nothing. Once Close was
-// called it returns EBADF without a system call; the callers report that as
-// ErrClosed (the descriptor cannot be closed while an ioctl uses it, so
-// EBADF means nothing else).
+// ioctl runs one userfaultfd ioctl. It allocates nothing and takes no lock.
+// Once Close was called it returns EBADF without a system call; callers
+// report that as ErrClosed (the descriptor cannot be closed while an ioctl
+// uses it, so EBADF means nothing else).
 func (u *UFFD) ioctl(req uint, arg unsafe.Pointer) syscall.Errno {
-	u.mu.RLock()
-	if u.closed.Load() {
-		u.mu.RUnlock()
+	if u.refs.Add(2)&1 != 0 {
+		u.release()
 		return syscall.EBADF
 	}
-	errno := abi.Ioctl(u.fd, req, arg)
-	u.mu.RUnlock()
+	errno := abi.Ioctl(u.ioctlFd, req, arg)
+	u.release()
 	return errno
+}
+
+func (u *UFFD) release() {
+	if u.refs.Add(-2) == 1 { // closed, and this was the last ioctl
+		u.closeIoctlFd()
+	}
+}
+
+func (u *UFFD) closeIoctlFd() {
+	if !u.fdClosed.Swap(true) {
+		u.cleanup.Stop()
+		closeFd(u.ioctlFd)
+	}
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
@@ -216,7 +244,14 @@ func (u *UFFD) decode(buf []byte, msgs []Message) (int, error) {
 			continue
 		}
 		if m.Event == EventFork {
-			m.Child = newUFFD(m.childFD, u.features, u.available, u.ioctls, u.userModeOnly, PathFork)
+			child, err := newUFFD(m.childFD, u.features, u.available, u.ioctls, u.userModeOnly, PathFork)
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+			m.Child = child
 		}
 		n++
 	}
