@@ -76,7 +76,13 @@ func ExampleUFFD_Copy() {
 	}
 
 	got := make(chan byte, 1)
-	go func() { got <- m.Data[100] }() // faults, and waits until served
+	go func() {
+		// A plain load faults and waits until the page is served. Never
+		// hand registered memory to copy, append or a channel send: those
+		// fault inside runtime code that a garbage collection cannot stop.
+		b := m.Data[100]
+		got <- b
+	}()
 
 	msgs := make([]uffd.Message, 1)
 	if _, err := u.ReadMessages(context.Background(), msgs); err != nil {

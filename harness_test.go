@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
@@ -203,9 +205,10 @@ func inGoroutine(t *testing.T, what string, fn func()) {
 	}
 }
 
-// sigbusAt runs a one-byte read of p[i] and reports whether it raised
-// SIGBUS (as a recovered fault panic) instead of returning.
-func sigbusAt(p []byte, i int) (sigbus bool) {
+// raisesSigbus runs fn, a plain load or store of registered memory, and
+// reports whether it raised SIGBUS (recovered as a fault panic) instead of
+// returning.
+func raisesSigbus(fn func()) (sigbus bool) {
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
 	defer func() {
@@ -217,8 +220,59 @@ func sigbusAt(p []byte, i int) (sigbus bool) {
 			panic(r)
 		}
 	}()
-	sink = p[i]
+	fn()
 	return false
+}
+
+// sigbusRead reads p[i] in a new goroutine, failing the test if the read
+// never returns, and reports whether it raised SIGBUS.
+func sigbusRead(t *testing.T, p []byte, i int) bool {
+	t.Helper()
+	var sig bool
+	inGoroutine(t, "read a registered byte", func() { sig = raisesSigbus(func() { sink = p[i] }) })
+	return sig
+}
+
+// sigbusWrite is sigbusRead for a one-byte store of v to p[i].
+func sigbusWrite(t *testing.T, p []byte, i int, v byte) bool {
+	t.Helper()
+	var sig bool
+	inGoroutine(t, "write a registered byte", func() { sig = raisesSigbus(func() { p[i] = v }) })
+	return sig
+}
+
+// loadByte reads p[i] with a plain load. Faulting goroutines must not hand
+// registered memory to a channel send or copy: the runtime's memmove would
+// fault where a garbage collection's stop-the-world cannot preempt it.
+//
+//go:noinline
+func loadByte(p []byte, i int) byte { return p[i] }
+
+// pollReadable waits up to timeout (0: not at all) for a message to be
+// pending on u, without reading it, and reports whether one is.
+func pollReadable(t *testing.T, u *uffd.UFFD, timeout time.Duration) bool {
+	t.Helper()
+	rc, err := u.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var perr error
+	if err := rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			n, perr = unix.Poll(fds, int(timeout.Milliseconds()))
+			if perr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if perr != nil {
+		t.Fatalf("poll: %v", perr)
+	}
+	return n > 0
 }
 
 // sink keeps loads from being optimized away.

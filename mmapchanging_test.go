@@ -39,7 +39,9 @@ func TestSelftestMmapChanging(t *testing.T) {
 		// The madvise blocks in the kernel until the REMOVE event is read.
 		madvised := make(chan error, 1)
 		go func() { madvised <- m.Drop(0, m.PageSize) }()
-		selftWaitReadable(t, u)
+		if !pollReadable(t, u, hangTimeout) {
+			t.Fatalf("no message pending within %v", hangTimeout)
+		}
 
 		a := m.PageAddr(1)
 		page := selftPattern(m.PageSize, 1, 1)

@@ -13,15 +13,6 @@ import (
 	"github.com/gouffd/uffd/mem"
 )
 
-// selftSigbus reads byte i of p in a goroutine and reports whether the read
-// raised SIGBUS.
-func selftSigbus(t *testing.T, p []byte, i int) bool {
-	t.Helper()
-	var bus bool
-	inGoroutine(t, "read possibly poisoned byte", func() { bus = sigbusAt(p, i) })
-	return bus
-}
-
 func TestSelftestPoison(t *testing.T) {
 	forKinds(t, mem.Kinds, func(t *testing.T, kind mem.Kind) {
 		u := openUFFD(t, uffd.FeaturePoison|featuresFor(kind))
@@ -43,7 +34,7 @@ func TestSelftestPoison(t *testing.T) {
 		}
 		for i := 0; i < 2; i++ {
 			for _, off := range []int{0, m.PageSize / 2, m.PageSize - 1} {
-				if !selftSigbus(t, m.Page(i), off) {
+				if !sigbusRead(t, m.Page(i), off) {
 					t.Errorf("page %d byte %d: no SIGBUS after Poison", i, off)
 				}
 			}
@@ -56,12 +47,12 @@ func TestSelftestPoison(t *testing.T) {
 		if n, err := u.Copy(m.PageAddr(1), selftPattern(m.PageSize, 1, 1), 0); err != nil || n != int(ps) {
 			t.Errorf("Copy over a poisoned page: %d, %v; want %d, nil", n, err, ps)
 		}
-		if selftSigbus(t, m.Page(1), 0) {
+		if sigbusRead(t, m.Page(1), 0) {
 			t.Errorf("page 1: SIGBUS after Copy replaced the poison")
 		} else if bad := selftReadPage(t, "read page 1", m.Page(1), 1); bad != -1 {
 			t.Errorf("page 1 byte %d is not the pattern", bad)
 		}
-		if !selftSigbus(t, m.Page(0), 0) {
+		if !sigbusRead(t, m.Page(0), 0) {
 			t.Errorf("page 0: no SIGBUS after the refused second Poison")
 		}
 
@@ -71,10 +62,10 @@ func TestSelftestPoison(t *testing.T) {
 		}
 		n, err = u.Poison(m.PageAddr(2), 2*ps, 0)
 		selftExpectErr(t, "Poison over a populated page", n, err, op, uffd.ErrPartial, int(ps))
-		if !selftSigbus(t, m.Page(2), 0) {
+		if !sigbusRead(t, m.Page(2), 0) {
 			t.Errorf("page 2: no SIGBUS after a partial Poison")
 		}
-		if selftSigbus(t, m.Page(3), 0) {
+		if sigbusRead(t, m.Page(3), 0) {
 			t.Errorf("page 3: SIGBUS, though it was populated before Poison")
 		}
 		if bad := selftReadPage(t, "read page 3", m.Page(3), 3); bad != -1 {
@@ -99,7 +90,7 @@ func TestSelftestPoison(t *testing.T) {
 		}))
 		sigbus := 0
 		for i := 4; i < 8; i++ {
-			if selftSigbus(t, m.Page(i), 1) {
+			if sigbusRead(t, m.Page(i), 1) {
 				sigbus++
 				if i%2 == 1 {
 					t.Errorf("page %d (copied) raised SIGBUS", i)

@@ -94,7 +94,7 @@ func TestReadContextCancel(t *testing.T) {
 	// Now a fault: both a cancellable and a background read see it.
 	for n, ctx := range []context.Context{t.Context(), context.Background()} {
 		faulted := make(chan byte, 1)
-		go func() { faulted <- m.Page(n)[0] }()
+		go func() { faulted <- loadByte(m.Page(n), 0) }()
 		got, err := u.ReadMessages(ctx, msgs)
 		if err != nil {
 			t.Fatalf("ReadMessages after a cancelled read: %v", err)
@@ -194,7 +194,7 @@ func TestReadManyMessages(t *testing.T) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			tids <- unix.Gettid()
-			results <- m.Page(n)[0]
+			results <- loadByte(m.Page(n), 0)
 		}()
 	}
 	var threads []int

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"unsafe"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/gouffd/uffd"
 )
 
@@ -110,36 +108,6 @@ func selftPagemap(t *testing.T, addr uintptr) uint64 {
 		t.Fatalf("read pagemap at %#x: %v", addr, err)
 	}
 	return binary.NativeEndian.Uint64(b[:])
-}
-
-// selftWaitReadable waits (up to hangTimeout) until u has a message
-// pending, without reading it.
-func selftWaitReadable(t *testing.T, u *uffd.UFFD) {
-	t.Helper()
-	rc, err := u.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	var perr error
-	cerr := rc.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			n, perr = unix.Poll(fds, int(hangTimeout.Milliseconds()))
-			if perr != unix.EINTR {
-				return
-			}
-		}
-	})
-	if cerr != nil {
-		t.Fatal(cerr)
-	}
-	if perr != nil {
-		t.Fatalf("poll: %v", perr)
-	}
-	if n != 1 {
-		t.Fatalf("no message pending on the userfaultfd within %v", hangTimeout)
-	}
 }
 
 // selftIsErrno reports whether err carries a kernel errno (rather than an

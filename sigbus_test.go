@@ -1,11 +1,8 @@
 package uffd_test
 
 import (
-	"runtime/debug"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/mem"
@@ -26,69 +23,6 @@ func TestSigbus(t *testing.T) {
 
 func TestSigbusWP(t *testing.T) {
 	forKinds(t, mem.Kinds, func(t *testing.T, kind mem.Kind) { testSigbus(t, kind, true) })
-}
-
-// sigbusRead reports whether reading p[i] raises SIGBUS. It runs the read in
-// its own goroutine and fails the test if the read blocks (a fault that
-// queued a message instead of raising SIGBUS).
-func sigbusRead(t *testing.T, p []byte, i int) bool {
-	t.Helper()
-	var sig bool
-	inGoroutine(t, "read with FeatureSigbus", func() { sig = sigbusAt(p, i) })
-	return sig
-}
-
-// sigbusWrite is sigbusRead for a one-byte write of v to p[i].
-func sigbusWrite(t *testing.T, p []byte, i int, v byte) bool {
-	t.Helper()
-	var sig bool
-	inGoroutine(t, "write with FeatureSigbus", func() { sig = sigbusOnStore(p, i, v) })
-	return sig
-}
-
-// sigbusOnStore stores v in p[i] and reports whether that raised SIGBUS.
-func sigbusOnStore(p []byte, i int, v byte) (sigbus bool) {
-	old := debug.SetPanicOnFault(true)
-	defer debug.SetPanicOnFault(old)
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(interface{ Addr() uintptr }); ok {
-				sigbus = true
-				return
-			}
-			panic(r)
-		}
-	}()
-	p[i] = v
-	return false
-}
-
-// pendingMessages reports whether a message is waiting to be read on u,
-// without reading it.
-func pendingMessages(t *testing.T, u *uffd.UFFD) bool {
-	t.Helper()
-	rc, err := u.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	var perr error
-	err = rc.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			n, perr = unix.Poll(fds, 0)
-			if perr != unix.EINTR {
-				break
-			}
-		}
-	})
-	if err == nil {
-		err = perr
-	}
-	if err != nil {
-		t.Fatalf("poll: %v", err)
-	}
-	return n > 0
 }
 
 func testSigbus(t *testing.T, kind mem.Kind, wp bool) {
@@ -164,7 +98,7 @@ func testSigbus(t *testing.T, kind mem.Kind, wp bool) {
 			}
 		}
 	}
-	if pendingMessages(t, u) {
+	if pollReadable(t, u, 0) {
 		t.Fatal("faults queued messages although FeatureSigbus is on")
 	}
 
@@ -181,7 +115,7 @@ func testSigbus(t *testing.T, kind mem.Kind, wp bool) {
 			t.Errorf("page %d: no SIGBUS writing a released page", n)
 		}
 	}
-	if pendingMessages(t, u) {
+	if pollReadable(t, u, 0) {
 		t.Fatal("faults on released pages queued messages although FeatureSigbus is on")
 	}
 	// Without the feature the same fault queues a message instead.
@@ -194,7 +128,7 @@ func testSigbus(t *testing.T, kind mem.Kind, wp bool) {
 	}
 	s := serve(t, u2, copyPattern(u2, m))
 	done := make(chan bool, 1)
-	go func() { done <- sigbusAt(m.Page(0), 0) }()
+	go func() { done <- raisesSigbus(func() { sink = m.Page(0)[0] }) }()
 	select {
 	case sig := <-done:
 		if sig {

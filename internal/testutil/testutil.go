@@ -4,6 +4,7 @@
 package testutil
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"runtime"
@@ -60,6 +61,11 @@ func RequireRoot(tb testing.TB) {
 	}
 }
 
+func fuzzing() bool {
+	f := flag.Lookup("test.fuzz")
+	return f != nil && f.Value.String() != ""
+}
+
 // FdCount counts the open descriptors of this process.
 func FdCount() int {
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -80,7 +86,8 @@ func Main(m *testing.M) int {
 	fds := FdCount()
 	goroutines := runtime.NumGoroutine()
 	code := m.Run()
-	if code != 0 {
+	if code != 0 || fuzzing() {
+		// The fuzzing engine keeps goroutines and descriptors of its own.
 		return code
 	}
 	// Let finished goroutines exit and unreachable files be finalized.
