@@ -48,14 +48,10 @@ func (u *UFFD) Register(addr, length uintptr, mode Mode) (Ioctl, error) {
 	}
 	reg := abi.UffdioRegister{Range: abi.UffdioRange{Start: uint64(addr), Len: uint64(length)}, Mode: uint64(mode)}
 	if errno := u.ioctl(abi.UFFDIO_REGISTER, unsafe.Pointer(&reg)); errno != 0 {
-		err := &OpError{Op: op, Addr: addr, Len: length, Err: errno}
-		if errno == syscall.EBADF {
-			err.Err = ErrClosed // closed: see UFFD.ioctl
-		}
 		if errno == syscall.EINVAL {
-			err.Err = fmt.Errorf("%w (the mapping must exist and support mode %v: hugetlbfs ranges aligned to the huge page size; ModeMinor only on shmem or hugetlbfs; ModeWriteProtect on shmem or hugetlbfs needs FeatureWPHugetlbfsShmem)", errno, mode)
+			return 0, &OpError{Op: op, Addr: addr, Len: length, Err: fmt.Errorf("%w (the mapping must exist and support mode %v: hugetlbfs ranges aligned to the huge page size; ModeMinor only on shmem or hugetlbfs; ModeWriteProtect on shmem or hugetlbfs needs FeatureWPHugetlbfsShmem)", errno, mode)}
 		}
-		return 0, err
+		return 0, opErr(op, addr, length, 0, errno)
 	}
 	return Ioctl(reg.Ioctls), nil
 }
@@ -69,10 +65,7 @@ func (u *UFFD) Unregister(addr, length uintptr) error {
 	}
 	r := abi.UffdioRange{Start: uint64(addr), Len: uint64(length)}
 	if errno := u.ioctl(abi.UFFDIO_UNREGISTER, unsafe.Pointer(&r)); errno != 0 {
-		if errno == syscall.EBADF {
-			return &OpError{Op: op, Addr: addr, Len: length, Err: ErrClosed} // closed: see UFFD.ioctl
-		}
-		return &OpError{Op: op, Addr: addr, Len: length, Err: errno}
+		return opErr(op, addr, length, 0, errno)
 	}
 	return nil
 }

@@ -31,7 +31,6 @@ type UFFD struct {
 	ioctlFd  int
 	refs     atomic.Int64
 	fdClosed atomic.Bool
-	closed   atomic.Bool
 	cleanup  runtime.Cleanup
 
 	features     Feature // enabled by the handshake
@@ -105,7 +104,7 @@ func (u *UFFD) String() string {
 // process (SCM_RIGHTS) or to poll it yourself. Do not close it or change
 // its flags.
 func (u *UFFD) SyscallConn() (syscall.RawConn, error) {
-	if u.closed.Load() {
+	if u.isClosed() {
 		return nil, ErrClosed
 	}
 	return u.f.SyscallConn()
@@ -119,13 +118,14 @@ func (u *UFFD) SyscallConn() (syscall.RawConn, error) {
 // as if never registered (anonymous memory reads as zeroes). Close is
 // idempotent.
 func (u *UFFD) Close() error {
-	if u.closed.Swap(true) {
+	old := u.refs.Or(1)
+	if old&1 != 0 {
 		return nil
 	}
-	err := u.f.Close() // wakes a reader parked in the poller
-	if u.refs.Or(1) == 0 {
+	if old == 0 {
 		u.closeIoctlFd()
 	}
+	err := u.f.Close() // wakes a reader parked in the poller
 	if err != nil {
 		return &OpError{Op: "close", Err: err}
 	}
@@ -145,6 +145,9 @@ func (u *UFFD) ioctl(req uint, arg unsafe.Pointer) syscall.Errno {
 	u.release()
 	return errno
 }
+
+// isClosed reports whether Close was called.
+func (u *UFFD) isClosed() bool { return u.refs.Load()&1 != 0 }
 
 func (u *UFFD) release() {
 	if u.refs.Add(-2) == 1 { // closed, and this was the last ioctl
@@ -177,7 +180,7 @@ func (u *UFFD) ReadMessages(ctx context.Context, msgs []Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
-	if u.closed.Load() {
+	if u.isClosed() {
 		return 0, ErrClosed
 	}
 	u.readMu.Lock()
@@ -197,7 +200,7 @@ func (u *UFFD) ReadMessages(ctx context.Context, msgs []Message) (int, error) {
 	}
 	if err != nil {
 		switch {
-		case u.closed.Load():
+		case u.isClosed():
 			return 0, ErrClosed
 		case ctx.Err() != nil:
 			return 0, &OpError{Op: "read", Err: ctx.Err()}
