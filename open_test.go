@@ -20,7 +20,11 @@ import (
 
 // openHelperEnv selects the unprivileged helper mode of the test binary:
 // TestOpenUnprivileged re-executes the binary as nobody with it set.
-const openHelperEnv = "UFFD_TEST_OPEN_UNPRIVILEGED_HELPER"
+// openDeviceEnv names a userfaultfd device node that nobody may open.
+const (
+	openHelperEnv = "UFFD_TEST_OPEN_UNPRIVILEGED_HELPER"
+	openDeviceEnv = "UFFD_TEST_OPEN_DEVICE"
+)
 
 func init() {
 	if os.Getenv(openHelperEnv) == "1" {
@@ -47,6 +51,8 @@ func openHelper() int {
 		"umo-event-fork":  {UserModeOnly: true, Features: uffd.FeatureEventFork},
 		"umo-sigbus":      {UserModeOnly: true, Features: uffd.FeatureSigbus | uffd.FeatureThreadID},
 		"umo-device-only": {UserModeOnly: true, Path: uffd.PathDevice},
+		// The system call is refused; the accessible device is the fallback.
+		"auto-open-device": {Device: os.Getenv(openDeviceEnv)},
 	}
 	out := map[string]openResult{}
 	for name, cfg := range cases {
@@ -301,9 +307,23 @@ func TestOpenUnprivileged(t *testing.T) {
 	if err := os.WriteFile(bin, src, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A second node of the userfaultfd device that everyone may open, for
+	// the fallback from the refused system call.
+	var st unix.Stat_t
+	if err := unix.Stat(uffd.DefaultDevice, &st); err != nil {
+		t.Fatalf("stat %s: %v", uffd.DefaultDevice, err)
+	}
+	openDev := filepath.Join(dir, "userfaultfd")
+	if err := unix.Mknod(openDev, unix.S_IFCHR|0o666, int(st.Rdev)); err != nil {
+		t.Fatalf("mknod %s: %v", openDev, err)
+	}
+	if err := os.Chmod(openDev, 0o666); err != nil { // past the umask
+		t.Fatal(err)
+	}
+
 	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Dir = "/"
-	cmd.Env = append(os.Environ(), openHelperEnv+"=1")
+	cmd.Env = append(os.Environ(), openHelperEnv+"=1", openDeviceEnv+"="+openDev)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -343,6 +363,11 @@ func TestOpenUnprivileged(t *testing.T) {
 	}
 	if r := res["umo-event-fork"]; r.OK || !r.EPERM || !strings.Contains(r.Err, "CAP_SYS_PTRACE") || !strings.Contains(r.Err, "EventFork") {
 		t.Errorf("Open(UserModeOnly, EventFork) as nobody: %+v, want EPERM naming EventFork and CAP_SYS_PTRACE", r)
+	}
+	// PathAuto falls back to an accessible device when the system call is
+	// refused.
+	if r := res["auto-open-device"]; !r.OK || r.Path != "device" || r.UserModeOnly {
+		t.Errorf("Open with an accessible device as nobody: %+v, want a descriptor from the device", r)
 	}
 	// The device path does not fall back to the system call.
 	if r := res["umo-device-only"]; r.OK || !r.EACCES {
