@@ -62,7 +62,9 @@ func (f FaultFlags) String() string { return bitString(uint64(f), faultFlagInfo)
 //     and ThreadID (with FeatureThreadID).
 //   - EventFork: Child, the child process's userfaultfd, owned by the reader,
 //     which must serve or Close it.
-//   - EventRemap: From, To and Len.
+//   - EventRemap: From, To and Len. When mremap(2) moves a range, Linux
+//     (6.18 at least) follows the Remap with an EventUnmap of the old range:
+//     forget the old addresses on the Remap, and expect that Unmap.
 //   - EventRemove and EventUnmap: Start and End (exclusive).
 type Message struct {
 	Event    Event
