@@ -2,10 +2,9 @@ package uffd
 
 import (
 	"math/bits"
-	"strconv"
-	"strings"
 
 	"github.com/gouffd/uffd/internal/abi"
+	"github.com/gouffd/uffd/internal/bitnames"
 )
 
 // Feature is a set of userfaultfd features (UFFD_FEATURE_*), as negotiated by
@@ -221,32 +220,11 @@ func single(v uint64) (int, bool) {
 	return bits.TrailingZeros64(v), true
 }
 
+// bitString names v's bits after info (see bitnames.Format).
 func bitString(v uint64, info []bitInfo) string {
-	if v == 0 {
-		return "0"
+	names := make([]string, len(info))
+	for i, b := range info {
+		names[i] = b.name
 	}
-	var sb strings.Builder
-	var unknown uint64
-	for i := 0; i < 64; i++ {
-		bit := uint64(1) << i
-		if v&bit == 0 {
-			continue
-		}
-		if i < len(info) && info[i].name != "" {
-			if sb.Len() > 0 {
-				sb.WriteByte('|')
-			}
-			sb.WriteString(info[i].name)
-		} else {
-			unknown |= bit
-		}
-	}
-	if unknown != 0 {
-		if sb.Len() > 0 {
-			sb.WriteByte('|')
-		}
-		sb.WriteString("0x")
-		sb.WriteString(strconv.FormatUint(unknown, 16))
-	}
-	return sb.String()
+	return bitnames.Format(v, names)
 }

@@ -2,10 +2,9 @@ package pagemap
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/gouffd/uffd/internal/abi"
+	"github.com/gouffd/uffd/internal/bitnames"
 )
 
 // Category is a set of page categories (PAGE_IS_*): what PAGEMAP_SCAN
@@ -52,28 +51,7 @@ func (c Category) Has(want Category) bool { return c&want == want }
 
 // String returns the categories' names joined with "|", "0" for none,
 // and unknown bits in hex.
-func (c Category) String() string {
-	if c == 0 {
-		return "0"
-	}
-	var sb strings.Builder
-	for i, name := range categoryNames {
-		if c&(1<<i) != 0 {
-			if sb.Len() > 0 {
-				sb.WriteByte('|')
-			}
-			sb.WriteString(name)
-		}
-	}
-	if unknown := c &^ AllCategories; unknown != 0 {
-		if sb.Len() > 0 {
-			sb.WriteByte('|')
-		}
-		sb.WriteString("0x")
-		sb.WriteString(strconv.FormatUint(uint64(unknown), 16))
-	}
-	return sb.String()
-}
+func (c Category) String() string { return bitnames.Format(uint64(c), categoryNames[:]) }
 
 // Region is a run of contiguous pages [Start, End) whose reported
 // categories (ScanOptions.Return) are the same.
