@@ -105,5 +105,13 @@ func Probe() (Support, error) {
 // ProbePath is Probe on one creation path, uncached: it tells whether that
 // path works for this process, and why not.
 func ProbePath(p Path) (Support, error) {
-	return probe(&Config{Path: p})
+	return ProbeConfig(Config{Path: p})
+}
+
+// ProbeConfig is Probe with the creation options of cfg (Path, Device,
+// UserModeOnly; Features are ignored), uncached: it tells whether Open with
+// those options would work for this process, and why not.
+func ProbeConfig(cfg Config) (Support, error) {
+	cfg.Features = 0
+	return probe(&cfg)
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/features"
 	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 )
@@ -55,6 +56,24 @@ func openHelper() int {
 		"auto-open-device": {Device: os.Getenv(openDeviceEnv)},
 	}
 	out := map[string]openResult{}
+	// The support report works for this user through the path that does.
+	if rep, err := features.Collect(); err != nil {
+		out["features"] = openResult{Err: err.Error()}
+	} else {
+		var paths []string
+		for _, p := range rep.Paths {
+			if p.OK {
+				paths = append(paths, p.Path)
+			}
+		}
+		regs := 0
+		for _, r := range rep.Registrations {
+			if r.OK {
+				regs++
+			}
+		}
+		out["features"] = openResult{OK: regs > 0, Path: strings.Join(paths, ",")}
+	}
 	for name, cfg := range cases {
 		u, err := uffd.Open(cfg)
 		var r openResult
@@ -363,6 +382,10 @@ func TestOpenUnprivileged(t *testing.T) {
 	}
 	if r := res["umo-event-fork"]; r.OK || !r.EPERM || !strings.Contains(r.Err, "CAP_SYS_PTRACE") || !strings.Contains(r.Err, "EventFork") {
 		t.Errorf("Open(UserModeOnly, EventFork) as nobody: %+v, want EPERM naming EventFork and CAP_SYS_PTRACE", r)
+	}
+	// `uffd features` reports for this user through user-mode-only.
+	if r := res["features"]; !r.OK || r.Path != "user-mode-only" {
+		t.Errorf("features.Collect as nobody: %+v, want registrations made through the user-mode-only path only", r)
 	}
 	// PathAuto falls back to an accessible device when the system call is
 	// refused.

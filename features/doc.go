@@ -16,8 +16,8 @@
 //	kernel                     {release, machine}: uname(2)
 //	euid                       effective user id of the process
 //	cap_sys_ptrace             whether the process has CAP_SYS_PTRACE (effective)
-//	open_paths                 [{path: "syscall"|"device", ok, reason, error}]:
-//	                           uffd.ProbePath; reason says why a path works, error
+//	open_paths                 [{path: "syscall"|"device"|"user-mode-only", ok, reason,
+//	                           error}]: uffd.ProbeConfig; reason says why a path works, error
 //	                           why it does not and what to change
 //	api                        UFFDIO_API version (170 = 0xaa); 0 when no path works,
 //	                           and then nothing below could be asked: every feature

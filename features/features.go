@@ -39,7 +39,7 @@ type Kernel struct {
 
 // Path says whether one way of creating a userfaultfd works.
 type Path struct {
-	Path   string `json:"path"` // "syscall" or "device"
+	Path   string `json:"path"` // "syscall", "device" or "user-mode-only"
 	OK     bool   `json:"ok"`
 	Reason string `json:"reason,omitempty"` // why it works
 	Error  string `json:"error,omitempty"`  // why not, with what to change
@@ -111,16 +111,17 @@ func Collect() (Report, error) {
 
 	var sup uffd.Support
 	var works bool
-	for _, p := range []uffd.Path{uffd.PathSyscall, uffd.PathDevice} {
-		s, err := uffd.ProbePath(p)
-		pr := Path{Path: p.String(), OK: err == nil}
+	var openWith uffd.Config // the first way that works
+	for _, p := range openPaths {
+		s, err := uffd.ProbeConfig(p.cfg)
+		pr := Path{Path: p.name, OK: err == nil}
 		if err != nil {
 			pr.Error = err.Error()
 		} else {
-			pr.Reason = r.pathReason(p)
+			pr.Reason = r.pathReason(p.cfg)
 		}
 		if err == nil && !works {
-			sup, works = s, true
+			sup, works, openWith = s, true, p.cfg
 		}
 		r.Paths = append(r.Paths, pr)
 	}
@@ -137,7 +138,7 @@ func Collect() (Report, error) {
 	if !works {
 		return r, errors.New("features: this process can create no userfaultfd (see the open paths' errors)")
 	}
-	regs, err := registrations(sup)
+	regs, err := registrations(sup, openWith)
 	if err != nil {
 		return r, err
 	}
@@ -145,12 +146,25 @@ func Collect() (Report, error) {
 	return r, nil
 }
 
+// openPaths are the ways of creating a userfaultfd that the report tries.
+var openPaths = []struct {
+	name string
+	cfg  uffd.Config
+}{
+	{"syscall", uffd.Config{Path: uffd.PathSyscall}},
+	{"device", uffd.Config{Path: uffd.PathDevice}},
+	{"user-mode-only", uffd.Config{Path: uffd.PathSyscall, UserModeOnly: true}},
+}
+
 // pathReason says why a creation path that works does: what the kernel
-// checks (userfaultfd(2): the sysctl or CAP_SYS_PTRACE; the device: only
-// the permissions of the file).
-func (r *Report) pathReason(p uffd.Path) string {
-	if p == uffd.PathDevice {
+// checks (userfaultfd(2): the sysctl or CAP_SYS_PTRACE, or nothing with
+// UFFD_USER_MODE_ONLY; the device: only the permissions of the file).
+func (r *Report) pathReason(cfg uffd.Config) string {
+	if cfg.Path == uffd.PathDevice {
 		return "read/write access to " + r.Device.Path
+	}
+	if cfg.UserModeOnly {
+		return "open to every user; faults taken inside system calls then fail with EFAULT"
 	}
 	if v := r.UnprivilegedUserfaultfd.Value; v != nil && *v == 1 {
 		return "vm.unprivileged_userfaultfd is 1"
@@ -162,13 +176,14 @@ func (r *Report) pathReason(p uffd.Path) string {
 }
 
 // registrations registers one page of every memory kind in every mode.
-func registrations(sup uffd.Support) ([]Registration, error) {
+func registrations(sup uffd.Support, cfg uffd.Config) ([]Registration, error) {
 	// The features that allow registrations beyond anonymous missing mode
 	// (recent kernels allow them regardless; older ones want them asked
 	// for).
 	want := uffd.FeatureMissingShmem | uffd.FeatureMissingHugetlbfs |
 		uffd.FeatureMinorShmem | uffd.FeatureMinorHugetlbfs | uffd.FeatureWPHugetlbfsShmem
-	u, err := uffd.Open(&uffd.Config{Features: want & sup.Features})
+	cfg.Features = want & sup.Features
+	u, err := uffd.Open(&cfg)
 	if err != nil {
 		return nil, err
 	}

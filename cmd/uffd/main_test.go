@@ -211,7 +211,7 @@ func TestFeaturesJSON(t *testing.T) {
 			t.Errorf("feature %s (%s, %s) not supported on %s", f.Name, f.KernelName, f.Since, r.Kernel.Release)
 		}
 	}
-	if len(r.Paths) != 2 || !r.Paths[0].OK {
+	if len(r.Paths) != 3 || !r.Paths[0].OK || !r.Paths[2].OK || r.Paths[2].Path != "user-mode-only" {
 		t.Errorf("open paths: %+v", r.Paths)
 	}
 	if !slices.Equal(r.FdIoctls, []string{"Register", "Unregister", "API"}) {
