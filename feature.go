@@ -105,7 +105,7 @@ func (f Feature) Has(want Feature) bool { return f&want == want }
 
 // String returns the features' names joined with "|", "0" for none, and
 // unknown bits in hex.
-func (f Feature) String() string { return bitString(uint64(f), featureInfo[:]) }
+func (f Feature) String() string { return bitnames.Format(uint64(f), featureNames) }
 
 // KernelName returns the kernel's spelling of a single feature
 // ("UFFD_FEATURE_MOVE"), or "" for a set or an unknown bit.
@@ -171,7 +171,7 @@ func Ioctls() []Ioctl {
 func (i Ioctl) Has(want Ioctl) bool { return i&want == want }
 
 // String returns the ioctls' names joined with "|".
-func (i Ioctl) String() string { return bitString(uint64(i), ioctlInfo[:]) }
+func (i Ioctl) String() string { return bitnames.Format(uint64(i), ioctlNames) }
 
 // KernelName returns the kernel's spelling of a single ioctl ("UFFDIO_COPY").
 func (i Ioctl) KernelName() string {
@@ -211,7 +211,7 @@ var modeInfo = []bitInfo{
 }
 
 // String returns the modes' names joined with "|".
-func (m Mode) String() string { return bitString(uint64(m), modeInfo) }
+func (m Mode) String() string { return bitnames.Format(uint64(m), modeNames) }
 
 func single(v uint64) (int, bool) {
 	if bits.OnesCount64(v) != 1 {
@@ -220,11 +220,17 @@ func single(v uint64) (int, bool) {
 	return bits.TrailingZeros64(v), true
 }
 
-// bitString names v's bits after info (see bitnames.Format).
-func bitString(v uint64, info []bitInfo) string {
+// The Go names of the bits, for String.
+var (
+	featureNames = namesOf(featureInfo[:])
+	ioctlNames   = namesOf(ioctlInfo[:])
+	modeNames    = namesOf(modeInfo)
+)
+
+func namesOf(info []bitInfo) []string {
 	names := make([]string, len(info))
 	for i, b := range info {
 		names[i] = b.name
 	}
-	return bitnames.Format(v, names)
+	return names
 }

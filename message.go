@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/gouffd/uffd/internal/abi"
+	"github.com/gouffd/uffd/internal/bitnames"
 )
 
 // MessageSize is the size of one kernel message (struct uffd_msg).
@@ -50,11 +51,9 @@ const (
 	FaultMinor        FaultFlags = abi.PagefaultFlagMinor // a minor fault (page in the page cache)
 )
 
-var faultFlagInfo = []bitInfo{
-	{name: "Write"}, {name: "WriteProtect"}, {name: "Minor"},
-}
+var faultFlagNames = []string{"Write", "WriteProtect", "Minor"}
 
-func (f FaultFlags) String() string { return bitString(uint64(f), faultFlagInfo) }
+func (f FaultFlags) String() string { return bitnames.Format(uint64(f), faultFlagNames) }
 
 // Message is one decoded event. Which fields are set depends on Event:
 //

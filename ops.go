@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/gouffd/uffd/internal/abi"
+	"github.com/gouffd/uffd/internal/bitnames"
 )
 
 var pageSize = uintptr(os.Getpagesize())
@@ -87,9 +88,9 @@ const (
 	AllowSrcHoles
 )
 
-var flagsInfo = []bitInfo{{name: "DontWake"}, {name: "WriteProtected"}, {name: "AllowSrcHoles"}}
+var flagNames = []string{"DontWake", "WriteProtected", "AllowSrcHoles"}
 
-func (f Flags) String() string { return bitString(uint64(f), flagsInfo) }
+func (f Flags) String() string { return bitnames.Format(uint64(f), flagNames) }
 
 // mode translates flags into one ioctl's mode bits, rejecting the flags the
 // ioctl does not take.
