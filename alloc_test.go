@@ -17,6 +17,24 @@ import (
 
 const allocRuns = 100
 
+// assertNoAllocs runs op allocRuns times (after a warm-up run) and fails the
+// test if it errs or allocates.
+func assertNoAllocs(t *testing.T, what string, op func() error) {
+	t.Helper()
+	var err error
+	allocs := testing.AllocsPerRun(allocRuns, func() {
+		if e := op(); e != nil && err == nil {
+			err = e
+		}
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if allocs != 0 {
+		t.Errorf("%s allocates %v times per call", what, allocs)
+	}
+}
+
 // dropPages releases pages of registered memory so that the next resolve
 // of them succeeds again. Without FeatureEventRemove this raises no event.
 func dropPages(t *testing.T, b []byte) {
@@ -26,32 +44,21 @@ func dropPages(t *testing.T, b []byte) {
 }
 
 func TestAllocsCopy(t *testing.T) {
-	u := openUFFD(t, 0)
-	m := mapKind(t, mem.Anonymous, 1)
-	if _, err := u.Register(m.Addr(), m.Len(), uffd.ModeMissing); err != nil {
-		t.Fatal(err)
-	}
+	u, m, _ := registered(t, mem.Anonymous, 1, 0, uffd.ModeMissing)
 	page := make([]byte, m.PageSize)
 	fillPattern(page, 0)
-	var err error
-	allocs := testing.AllocsPerRun(allocRuns, func() {
-		if _, e := u.Copy(m.Addr(), page, 0); e != nil && err == nil {
-			err = e
-		}
+	assertNoAllocs(t, "Copy", func() error {
+		_, err := u.Copy(m.Addr(), page, 0)
 		dropPages(t, m.Data)
+		return err
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if allocs != 0 {
-		t.Errorf("Copy allocates %v times per call", allocs)
-	}
 
 	// The error path (the page exists) may allocate; it must still work.
 	if _, err := u.Copy(m.Addr(), page, 0); err != nil {
 		t.Fatal(err)
 	}
-	allocs = testing.AllocsPerRun(10, func() {
+	var err error
+	allocs := testing.AllocsPerRun(10, func() {
 		_, err = u.Copy(m.Addr(), page, 0)
 	})
 	if !errors.Is(err, uffd.ErrPageExists) {
@@ -61,78 +68,38 @@ func TestAllocsCopy(t *testing.T) {
 }
 
 func TestAllocsZeroPage(t *testing.T) {
-	u := openUFFD(t, 0)
-	m := mapKind(t, mem.Anonymous, 1)
-	if _, err := u.Register(m.Addr(), m.Len(), uffd.ModeMissing); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	allocs := testing.AllocsPerRun(allocRuns, func() {
-		if _, e := u.ZeroPage(m.Addr(), m.Len(), 0); e != nil && err == nil {
-			err = e
-		}
+	u, m, _ := registered(t, mem.Anonymous, 1, 0, uffd.ModeMissing)
+	assertNoAllocs(t, "ZeroPage", func() error {
+		_, err := u.ZeroPage(m.Addr(), m.Len(), 0)
 		dropPages(t, m.Data)
+		return err
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if allocs != 0 {
-		t.Errorf("ZeroPage allocates %v times per call", allocs)
-	}
 }
 
 func TestAllocsWake(t *testing.T) {
-	u := openUFFD(t, 0)
-	m := mapKind(t, mem.Anonymous, 1)
-	if _, err := u.Register(m.Addr(), m.Len(), uffd.ModeMissing); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	allocs := testing.AllocsPerRun(allocRuns, func() {
-		if e := u.Wake(m.Addr(), m.Len()); e != nil && err == nil {
-			err = e
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if allocs != 0 {
-		t.Errorf("Wake allocates %v times per call", allocs)
-	}
+	u, m, _ := registered(t, mem.Anonymous, 1, 0, uffd.ModeMissing)
+	assertNoAllocs(t, "Wake", func() error { return u.Wake(m.Addr(), m.Len()) })
 }
 
 func TestAllocsWriteProtect(t *testing.T) {
 	skipUnlessKernelHas(t, uffd.FeatureWPFaults)
-	u := openUFFD(t, uffd.FeatureWPFaults)
 	m := mapKind(t, mem.Anonymous, 1)
 	m.Data[0] = 1 // populate before registering: a write-protected page
+	u := openUFFD(t, uffd.FeatureWPFaults)
 	if _, err := u.Register(m.Addr(), m.Len(), uffd.ModeWriteProtect); err != nil {
 		t.Fatal(err)
 	}
-	var err error
-	allocs := testing.AllocsPerRun(allocRuns, func() {
-		if e := u.WriteProtect(m.Addr(), m.Len(), true, 0); e != nil && err == nil {
-			err = e
+	assertNoAllocs(t, "WriteProtect (protect and unprotect)", func() error {
+		if err := u.WriteProtect(m.Addr(), m.Len(), true, 0); err != nil {
+			return err
 		}
-		if e := u.WriteProtect(m.Addr(), m.Len(), false, 0); e != nil && err == nil {
-			err = e
-		}
+		return u.WriteProtect(m.Addr(), m.Len(), false, 0)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if allocs != 0 {
-		t.Errorf("WriteProtect allocates %v times per protect and unprotect", allocs)
-	}
 }
 
 func TestAllocsReadMessages(t *testing.T) {
 	const pages = 4
-	u := openUFFD(t, 0)
-	m := mapKind(t, mem.Anonymous, pages)
-	if _, err := u.Register(m.Addr(), m.Len(), uffd.ModeMissing); err != nil {
-		t.Fatal(err)
-	}
+	u, m, _ := registered(t, mem.Anonymous, pages, 0, uffd.ModeMissing)
 	// One long-lived goroutine faults a page per round, so that every
 	// ReadMessages has a fault to read. The fault is taken by the kernel,
 	// in write(2) copying the page's first byte into a pipe: AllocsPerRun

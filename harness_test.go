@@ -127,14 +127,12 @@ func fillPattern(p []byte, n int) {
 	}
 }
 
-// checkPattern checks page n's pattern, reading byte by byte with plain Go
-// loads (which the Go runtime can preempt while they fault).
+// checkPattern checks every byte of page n's pattern. The page must be
+// populated already: it fails the test from the test's goroutine.
 func checkPattern(t *testing.T, p []byte, n int) {
 	t.Helper()
-	for i := 0; i < len(p); i += 512 {
-		if want := byte(n+1) ^ byte(i>>3); p[i] != want {
-			t.Fatalf("page %d byte %d: got %#x, want %#x", n, i, p[i], want)
-		}
+	if i := selftMismatch(p, n); i != -1 {
+		t.Fatalf("page %d byte %d: got %#x, want the pattern's %#x", n, i, p[i], byte(n+1)^byte(i>>3))
 	}
 }
 
@@ -325,4 +323,18 @@ func distinct(msgs []uffd.Message, pageSize int) []uffd.Message {
 		out = append(out, m)
 	}
 	return out
+}
+
+// registered maps pages of a kind, opens a userfaultfd with features and
+// registers the whole mapping in mode; it returns the range's ioctls. All
+// of it is released when the test ends.
+func registered(t *testing.T, kind mem.Kind, pages int, features uffd.Feature, mode uffd.Mode) (*uffd.UFFD, *mem.Mapping, uffd.Ioctl) {
+	t.Helper()
+	m := mapKind(t, kind, pages)
+	u := openUFFD(t, features)
+	ioctls, err := u.Register(m.Addr(), m.Len(), mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, m, ioctls
 }

@@ -124,13 +124,8 @@ func testMinor(t *testing.T, kind mem.Kind, wp bool) {
 	skipUnlessKernelHas(t, features)
 
 	const pages = 4
-	m := mapKind(t, kind, pages)
+	u, m, ioctls := registered(t, kind, pages, features, mode)
 	ps := m.PageSize
-	u := openUFFD(t, features)
-	ioctls, err := u.Register(m.Addr(), m.Len(), mode)
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := uffd.IoctlContinue | uffd.IoctlWake
 	if wp {
 		want |= uffd.IoctlWriteProtect

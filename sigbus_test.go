@@ -40,13 +40,8 @@ func testSigbus(t *testing.T, kind mem.Kind, wp bool) {
 	skipUnlessKernelHas(t, features)
 
 	const pages = 4
-	m := mapKind(t, kind, pages)
+	u, m, ioctls := registered(t, kind, pages, features, mode)
 	ps := m.PageSize
-	u := openUFFD(t, features)
-	ioctls, err := u.Register(m.Addr(), m.Len(), mode)
-	if err != nil {
-		t.Fatal(err)
-	}
 	page := make([]byte, ps)
 	for n := 0; n < pages; n++ {
 		p := m.Page(n)

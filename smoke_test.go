@@ -1,60 +1,32 @@
 package uffd_test
 
 import (
-	"context"
-	"errors"
 	"testing"
 
 	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/mem"
 )
 
-func TestSmoke(t *testing.T) {
-	u, err := uffd.Open(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
-	t.Logf("features avail %v ioctls %v path %v", u.Available(), u.Ioctls(), u.Path())
-	m, err := mem.Map(mem.Anonymous, 4*mem.PageSize())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	ioc, err := u.Register(m.Addr(), m.Len(), uffd.ModeMissing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("range ioctls %v", ioc)
-	done := make(chan error, 1)
-	go func() {
-		page := make([]byte, mem.PageSize())
-		msgs := make([]uffd.Message, 8)
-		for served := 0; served < m.Pages(); {
-			n, err := u.ReadMessages(context.Background(), msgs)
-			if err != nil {
-				done <- err
-				return
-			}
-			for _, msg := range msgs[:n] {
-				for i := range page {
-					page[i] = byte(msg.Address >> 12)
-				}
-				if _, err := u.Copy(msg.Address, page, 0); err != nil && !errors.Is(err, uffd.ErrPageExists) {
-					done <- err
-					return
-				}
-				served++
+// TestServeMissing is the library's basic cycle on every memory kind: each
+// page of a registered range is served, on first touch, with its own
+// pattern, through ReadMessages and Copy.
+func TestServeMissing(t *testing.T) {
+	forKinds(t, mem.Kinds, func(t *testing.T, kind mem.Kind) {
+		u, m, ioctls := registered(t, kind, 4, featuresFor(kind), uffd.ModeMissing)
+		if !ioctls.Has(uffd.IoctlCopy | uffd.IoctlWake) {
+			t.Fatalf("range ioctls %v lack Copy and Wake", ioctls)
+		}
+		s := serve(t, u, once(u, m.PageSize, copyPattern(u, m)))
+		for i := 0; i < m.Pages(); i++ {
+			if bad := selftReadPage(t, "read a missing page", m.Page(i), i); bad != -1 {
+				t.Errorf("page %d byte %d is not the pattern", i, bad)
 			}
 		}
-		done <- nil
-	}()
-	for i := 0; i < m.Pages(); i++ {
-		if got, want := m.Page(i)[100], byte(m.PageAddr(i)>>12); got != want {
-			t.Errorf("page %d: got %d want %d", i, got, want)
+		if err := s.stop(); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+		if got := len(distinct(s.messages(), m.PageSize)); got != m.Pages() {
+			t.Errorf("%d distinct faults, want one per page (%d)", got, m.Pages())
+		}
+	})
 }
