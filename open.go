@@ -16,6 +16,10 @@ const (
 	PathDevice
 	// PathFork marks a descriptor received with a fork event.
 	PathFork
+	// PathAdopted marks a descriptor created elsewhere and adopted with
+	// FromFD (received over a UNIX socket, inherited, or taken from another
+	// process with pidfd_getfd).
+	PathAdopted
 )
 
 func (p Path) String() string {
@@ -28,6 +32,8 @@ func (p Path) String() string {
 		return "device"
 	case PathFork:
 		return "fork"
+	case PathAdopted:
+		return "adopted"
 	}
 	return "Path(?)"
 }

@@ -18,3 +18,6 @@ func setNonblock(fd int) {}
 func dupFd(fd int) (int, error) { return -1, errNotLinux }
 
 func closeFd(fd int) {}
+
+// FromFD fails outside Linux with an error matching ErrNotSupported.
+func FromFD(fd int, features Feature) (*UFFD, error) { return nil, errNotLinux }

@@ -235,6 +235,19 @@ func (u *UFFD) readCancellable(ctx context.Context, buf []byte) (int, error) {
 	return n, err
 }
 
+// Decode decodes the messages in buf, as read(2) returned them from this
+// userfaultfd, into msgs, for callers that read the descriptor themselves
+// (their own epoll loop, or a blocking read on a thread of their own). It
+// returns how many it decoded; len(msgs) must be at least
+// len(buf)/MessageSize. Fork events carry the child's userfaultfd, owned by
+// the caller, as with ReadMessages.
+func (u *UFFD) Decode(buf []byte, msgs []Message) (int, error) {
+	if len(msgs)*MessageSize < len(buf) {
+		return 0, &OpError{Op: "decode", Err: argError(fmt.Sprintf("%d bytes hold %d messages; msgs has room for %d", len(buf), len(buf)/MessageSize, len(msgs)))}
+	}
+	return u.decode(buf, msgs)
+}
+
 func (u *UFFD) decode(buf []byte, msgs []Message) (int, error) {
 	n := 0
 	var firstErr error
