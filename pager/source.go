@@ -1,0 +1,174 @@
+package pager
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Source supplies the contents of pages.
+//
+// ReadAt fills p (a whole number of the region's pages) with the bytes at
+// off, as io.ReaderAt does: an error is returned when fewer than len(p)
+// bytes were read, and the pager retries it (Config.Retry) before applying
+// the region's OnError policy. It is called from the fault path, by several
+// goroutines at once.
+type Source interface {
+	io.ReaderAt
+	// Size is the source's length in bytes: regions must lie within it.
+	Size() int64
+}
+
+// Mapped is a Source whose contents are in memory: the pager copies pages
+// into the faulting process straight from Bytes, with no intermediate copy
+// and no call to ReadAt. Image and File are Mapped.
+type Mapped interface {
+	Source
+	Bytes() []byte
+}
+
+// zeroSource is the Source of Zero. The pager resolves its pages with
+// UFFDIO_ZEROPAGE (or a copy from a zero page on hugetlbfs).
+type zeroSource struct{ size int64 }
+
+// Zero returns a source of size zero bytes. Its faults are resolved
+// without copying (UFFDIO_ZEROPAGE) where the memory allows.
+func Zero(size int64) Source { return zeroSource{size} }
+
+func (z zeroSource) Size() int64 { return z.size }
+
+func (z zeroSource) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= z.size {
+		return 0, io.EOF
+	}
+	n := len(p)
+	if rest := z.size - off; int64(n) > rest {
+		n = int(rest)
+	}
+	clear(p[:n])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func isZero(s Source) bool { _, ok := s.(zeroSource); return ok }
+
+// image is the Source of Image.
+type image []byte
+
+// Image returns a source of the bytes of b, which must not change while
+// pages are served from it.
+func Image(b []byte) Mapped { return image(b) }
+
+func (b image) Size() int64   { return int64(len(b)) }
+func (b image) Bytes() []byte { return b }
+
+func (b image) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= int64(len(b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// File is a Source backed by a file mapped once, read-only: faults are
+// served straight from the mapping (the page cache), with no read(2) and
+// no intermediate copy.
+type File struct {
+	name string
+	data []byte
+	once sync.Once
+	err  error
+}
+
+// OpenFile maps the file at path.
+func OpenFile(path string) (*File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return MapFile(f)
+}
+
+// MapFile maps f, which the caller may close afterwards.
+func MapFile(f *os.File) (*File, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("pager: %s is not a regular file", f.Name())
+	}
+	if st.Size() == 0 {
+		return &File{name: f.Name()}, nil
+	}
+	if st.Size() != int64(int(st.Size())) {
+		return nil, fmt.Errorf("pager: %s: %d bytes do not fit in the address space", f.Name(), st.Size())
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, &os.PathError{Op: "mmap", Path: f.Name(), Err: err}
+	}
+	// Faults read it in ascending runs: ask for readahead.
+	_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	return &File{name: f.Name(), data: data}, nil
+}
+
+// Name returns the file's name.
+func (f *File) Name() string { return f.name }
+
+// Size returns the file's length.
+func (f *File) Size() int64 { return int64(len(f.data)) }
+
+// Bytes returns the mapping. It is valid until Close.
+func (f *File) Bytes() []byte { return f.data }
+
+// ReadAt copies from the mapping.
+func (f *File) ReadAt(p []byte, off int64) (int, error) { return image(f.data).ReadAt(p, off) }
+
+// Close unmaps the file. Stop serving from it first.
+func (f *File) Close() error {
+	f.once.Do(func() {
+		if f.data != nil {
+			f.err = unix.Munmap(f.data)
+		}
+	})
+	return f.err
+}
+
+// funcSource is the Source of Func.
+type funcSource struct {
+	size int64
+	fn   func(p []byte, off int64) error
+}
+
+// Func returns a source of size bytes whose pages fn fills: fn must fill
+// all of p with the contents at off, or return an error (which the pager
+// retries).
+func Func(size int64, fn func(p []byte, off int64) error) Source {
+	return funcSource{size, fn}
+}
+
+func (s funcSource) Size() int64 { return s.size }
+
+func (s funcSource) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > s.size {
+		return 0, io.EOF
+	}
+	if err := s.fn(p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// ErrSource wraps the last error of a source read that failed every retry.
+var ErrSource = errors.New("pager: source read failed")
