@@ -4,6 +4,7 @@
 package raw
 
 import (
+	"os"
 	"syscall"
 	"unsafe"
 )
@@ -12,3 +13,10 @@ import (
 // the same reference counting against Close as the library's methods:
 // after Close it returns EBADF without a system call.
 var Ioctl func(u any, req uint, arg unsafe.Pointer) syscall.Errno
+
+// File returns u's *os.File, registered with the runtime poller, for
+// reading through a syscall.RawConn with deadlines. Do not close it.
+var File func(u any) *os.File
+
+// Closed reports whether u was closed.
+var Closed func(u any) bool

@@ -1,0 +1,16 @@
+package pager_test
+
+import (
+	"testing"
+
+	"github.com/gouffd/uffd/internal/testutil"
+	"github.com/gouffd/uffd/mem"
+)
+
+func testutilReserve(t *testing.T, size int) {
+	hp, err := mem.HugePageSize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.ReserveHugePages(t, size/hp+2)
+}
