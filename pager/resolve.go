@@ -16,11 +16,11 @@ import (
 type outcome int
 
 const (
-	installed outcome = iota
-	retryLater        // EAGAIN with no progress: an event is pending
-	gone              // ESRCH: the process is gone
-	noMapping         // ENOENT: unmapped or moved under us; the thread was woken
-	failed            // another error, or the source failed
+	installed  outcome = iota
+	retryLater         // EAGAIN with no progress: an event is pending
+	gone               // ESRCH: the process is gone
+	noMapping          // ENOENT: unmapped or moved under us; the thread was woken
+	failed             // another error, or the source failed
 )
 
 // stream is a sequential access pattern the adaptive prefetch follows.

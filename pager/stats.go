@@ -79,9 +79,9 @@ type Stats struct {
 // counters are the live Stats, updated atomically.
 type counters struct {
 	faults, pages, bytes, prefetched, filled, zeroed, exists atomic.Uint64
-	retries, sourceErrors, poisoned, outside                atomic.Uint64
-	removes, unmaps, remaps, forks                          atomic.Uint64
-	latency                                                 [HistogramBuckets]atomic.Uint64
+	retries, sourceErrors, poisoned, outside                 atomic.Uint64
+	removes, unmaps, remaps, forks                           atomic.Uint64
+	latency                                                  [HistogramBuckets]atomic.Uint64
 }
 
 func (c *counters) observe(d time.Duration) {
