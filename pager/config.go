@@ -122,6 +122,12 @@ type Config struct {
 	Workers int
 	// Reader chooses how readers wait for messages.
 	Reader Reader
+	// SpinReads is how many times a ReaderPoller reader reads again
+	// without parking after serving a fault: the next fault of a thread
+	// that scans memory comes a few microseconds later, and finding it
+	// without a trip through the poller saves a wake-up (default
+	// DefaultSpinReads; negative: never).
+	SpinReads int
 	// Retry bounds the retries of failing source reads.
 	Retry Retry
 	// OnFork receives a Pager for the child's userfaultfd of each FORK
@@ -142,6 +148,9 @@ type Config struct {
 	// Zero sources are allowed; it needs cgo.
 	Isolated bool
 }
+
+// DefaultSpinReads is the default of Config.SpinReads.
+const DefaultSpinReads = 10
 
 // DefaultFillChunk is the size of a background fill's resolves.
 const DefaultFillChunk = 256 << 10

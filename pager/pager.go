@@ -45,10 +45,11 @@ func (r *region) end() uintptr { return r.Start + r.Len }
 
 // Pager serves the faults of the regions added to it on one userfaultfd.
 type Pager struct {
-	u      *uffd.UFFD
-	cfg    Config
-	events bool // the userfaultfd reports layout changes: order resolves against them
-	poison bool
+	u       *uffd.UFFD
+	cfg     Config
+	events  bool // the userfaultfd reports layout changes: order resolves against them
+	poison  bool
+	removes bool // the process's drops are reported (FeatureEventRemove)
 
 	// layout is the sorted list of regions, replaced whole on change so
 	// that the fault path reads it without a lock.
@@ -74,13 +75,20 @@ type Pager struct {
 // New returns a Pager for u. It does not take ownership of u.
 func New(u *uffd.UFFD, cfg Config) *Pager {
 	p := &Pager{
-		u:      u,
-		cfg:    cfg,
-		events: u.Features()&(uffd.FeatureEventRemove|uffd.FeatureEventUnmap|uffd.FeatureEventRemap|uffd.FeatureEventFork) != 0,
-		poison: u.Features().Has(uffd.FeaturePoison),
+		u:       u,
+		cfg:     cfg,
+		events:  u.Features()&(uffd.FeatureEventRemove|uffd.FeatureEventUnmap|uffd.FeatureEventRemap|uffd.FeatureEventFork) != 0,
+		poison:  u.Features().Has(uffd.FeaturePoison),
+		removes: u.Features().Has(uffd.FeatureEventRemove),
 	}
 	if p.cfg.Workers <= 0 {
 		p.cfg.Workers = 1
+	}
+	switch {
+	case p.cfg.SpinReads == 0:
+		p.cfg.SpinReads = DefaultSpinReads
+	case p.cfg.SpinReads < 0:
+		p.cfg.SpinReads = 0
 	}
 	if p.cfg.FillChunk <= 0 {
 		p.cfg.FillChunk = DefaultFillChunk

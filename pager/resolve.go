@@ -41,6 +41,12 @@ type resolver struct {
 	tick    uint64
 	exist   bool // the last install met an existing page
 	ioerr   error
+
+	// The ioctls' arguments live here: the kernel gets their address, so
+	// on the stack they would escape (and allocate) on every call.
+	cp  abi.UffdioCopy
+	zp  abi.UffdioZeropage
+	rng abi.UffdioRange
 }
 
 func (p *Pager) newResolver() *resolver { return &resolver{p: p} }
@@ -108,9 +114,16 @@ func (rv *resolver) fault(addr uintptr, t0 time.Time) outcome {
 		if !r.st.done.get(idx) {
 			return installed // being resolved by another resolver, which wakes the thread
 		}
-		// Resolved already: a repeated message, or the page went away
-		// without an event (MADV_FREE). Resolve it again; an existing
-		// page just wakes the thread.
+		// Resolved already: a repeated message (several threads, or a
+		// fault interrupted by a signal). With REMOVE events every page
+		// the process drops is reported, so waking is enough. Without
+		// them a page may have been dropped unseen: install it again (an
+		// existing page just wakes the thread).
+		if p.removes {
+			p.stats.exists.Add(1)
+			rv.wake(r, i)
+			return installed
+		}
 		return rv.finish(r, i, i+1, i, t0, true)
 	}
 	back := 0
@@ -190,8 +203,7 @@ func (rv *resolver) install(r *region, lo, hi, f int) outcome {
 }
 
 func (rv *resolver) wake(r *region, i int) {
-	rg := abi.UffdioRange{Start: uint64(r.Start + uintptr(i)<<r.shift), Len: uint64(r.psize)}
-	raw.Ioctl(rv.p.u, abi.UFFDIO_WAKE, unsafe.Pointer(&rg))
+	rv.wakeRange(r.Start+uintptr(i)<<r.shift, r.psize)
 }
 
 // installRun resolves [lo, hi) of r with one kind of contents, continuing
@@ -219,18 +231,18 @@ func (rv *resolver) installRun(r *region, lo, hi, from int, zero bool) outcome {
 		var errno syscall.Errno
 		switch {
 		case zero && !r.huge:
-			z := abi.UffdioZeropage{Range: abi.UffdioRange{Start: uint64(dst), Len: uint64(length)}}
-			errno = raw.Ioctl(p.u, abi.UFFDIO_ZEROPAGE, unsafe.Pointer(&z))
-			done = z.Zeropage
+			rv.zp = abi.UffdioZeropage{Range: abi.UffdioRange{Start: uint64(dst), Len: uint64(length)}}
+			errno = raw.Ioctl(p.u, abi.UFFDIO_ZEROPAGE, unsafe.Pointer(&rv.zp))
+			done = rv.zp.Zeropage
 		case zero: // hugetlbfs: one zero huge page at a time
 			length = r.psize
-			c := abi.UffdioCopy{Dst: uint64(dst), Src: uint64(uintptr(unsafe.Pointer(&src[0]))), Len: uint64(length)}
-			errno = raw.Ioctl(p.u, abi.UFFDIO_COPY, unsafe.Pointer(&c))
-			done = c.Copy
+			rv.cp = abi.UffdioCopy{Dst: uint64(dst), Src: uint64(uintptr(unsafe.Pointer(&src[0]))), Len: uint64(length)}
+			errno = raw.Ioctl(p.u, abi.UFFDIO_COPY, unsafe.Pointer(&rv.cp))
+			done = rv.cp.Copy
 		default:
-			c := abi.UffdioCopy{Dst: uint64(dst), Src: uint64(uintptr(unsafe.Pointer(&src[off]))), Len: uint64(length)}
-			errno = raw.Ioctl(p.u, abi.UFFDIO_COPY, unsafe.Pointer(&c))
-			done = c.Copy
+			rv.cp = abi.UffdioCopy{Dst: uint64(dst), Src: uint64(uintptr(unsafe.Pointer(&src[off]))), Len: uint64(length)}
+			errno = raw.Ioctl(p.u, abi.UFFDIO_COPY, unsafe.Pointer(&rv.cp))
+			done = rv.cp.Copy
 		}
 		if errno == 0 {
 			dst += length
@@ -273,8 +285,8 @@ func (rv *resolver) installRun(r *region, lo, hi, from int, zero bool) outcome {
 }
 
 func (rv *resolver) wakeRange(start, length uintptr) {
-	rg := abi.UffdioRange{Start: uint64(start), Len: uint64(length)}
-	raw.Ioctl(rv.p.u, abi.UFFDIO_WAKE, unsafe.Pointer(&rg))
+	rv.rng = abi.UffdioRange{Start: uint64(start), Len: uint64(length)}
+	raw.Ioctl(rv.p.u, abi.UFFDIO_WAKE, unsafe.Pointer(&rv.rng))
 }
 
 // zeroHuge returns a zeroed buffer of one huge page.

@@ -133,7 +133,10 @@ type worker struct {
 	locked bool
 
 	fd int // ReaderThread: a duplicate of the descriptor
+
+	spin int // non-blocking reads left before parking
 }
+
 
 type pendingFault struct {
 	addr uintptr
@@ -193,6 +196,12 @@ func (w *worker) read() error {
 		return w.readThread()
 	}
 	w.nowait = len(w.deferred) > 0
+	if w.spin > 0 {
+		// Right after serving a fault the next one is often microseconds
+		// away: look again before parking in the poller.
+		w.spin--
+		w.nowait = true
+	}
 	if err := w.rc.Read(w.readFn); err != nil {
 		return errStop // the deadline (ctx) or Close
 	}
@@ -300,6 +309,9 @@ func (w *worker) run() error {
 			if err := w.outcome(out, m.Address, t0); err != nil {
 				return err
 			}
+		}
+		if faults > 0 {
+			w.spin = p.cfg.SpinReads
 		}
 		if w.n == 0 && len(w.deferred) > 0 {
 			time.Sleep(50 * time.Microsecond) // the event is being completed

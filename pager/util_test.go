@@ -1,6 +1,8 @@
 package pager_test
 
 import (
+	"unsafe"
+
 	"testing"
 
 	"github.com/gouffd/uffd/internal/testutil"
@@ -14,3 +16,5 @@ func testutilReserve(t *testing.T, size int) {
 	}
 	testutil.ReserveHugePages(t, size/hp+2)
 }
+
+func unsafeAddr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
