@@ -142,10 +142,12 @@ type Config struct {
 	// faults outside every region. Nil discards them (the counters in
 	// Stats still count them).
 	OnError func(error)
-	// Isolated serves faults from a thread that the Go scheduler does not
-	// own (a cgo call), so that the Go process's own faults inside runtime
-	// assembly cannot deadlock with a garbage collection. Only Mapped and
-	// Zero sources are allowed; it needs cgo.
+	// Isolated serves faults from a loop written in C inside one cgo call,
+	// which a garbage collection's stop-the-world does not stop, so that
+	// the Go process's own faults inside runtime assembly cannot deadlock
+	// with it. Only Mapped and Zero sources are allowed; Fill, OnFault and
+	// OnFork make Serve fail; Workers and Reader are ignored. It needs cgo
+	// (ErrNoIsolation otherwise). See the package documentation.
 	Isolated bool
 }
 

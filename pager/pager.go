@@ -1,6 +1,7 @@
 package pager
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -180,6 +181,11 @@ func (p *Pager) Add(r Region) error {
 			return fmt.Errorf("pager: %s overlaps %s (%#x+%#x)", what, o.label(), o.Start, o.Len)
 		}
 	}
+	if p.cfg.Isolated && isolatedAdd != nil {
+		if err := isolatedAdd(p, reg); err != nil {
+			return err
+		}
+	}
 	l := append(slices.Clone(old), reg)
 	slices.SortFunc(l, func(a, b *region) int {
 		switch {
@@ -227,6 +233,24 @@ func (p *Pager) Resolved(addr uintptr) bool {
 	}
 	return r.st.done.get(r.base + int((addr-r.Start)>>r.shift))
 }
+
+// serveCtx holds what one call of Serve shares with its goroutines.
+type serveCtx struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // retries, fill, children
+	efd    int            // ReaderThread's shutdown eventfd
+}
+
+// ErrServing is returned by Serve when the Pager is already serving.
+var ErrServing = errors.New("pager: Serve is already running")
+
+// serveIsolated is the isolated mode's engine, when built with cgo.
+var serveIsolated func(ctx context.Context, p *Pager) error
+
+// ErrNoIsolation is returned by Serve with Config.Isolated in a build
+// without cgo.
+var ErrNoIsolation = errors.New("pager: Config.Isolated needs a build with cgo")
 
 // errOutside reports a fault in no region.
 type outsideError struct{ addr uintptr }

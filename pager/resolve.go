@@ -99,7 +99,6 @@ func (rv *resolver) window(r *region, i int, addr uintptr) (lo, hi, ahead int) {
 // fault resolves one page-fault message. t0 is when it was read.
 func (rv *resolver) fault(addr uintptr, t0 time.Time) outcome {
 	p := rv.p
-	p.stats.faults.Add(1)
 	r := p.lookup(addr)
 	if r == nil {
 		p.stats.outside.Add(1)
@@ -223,8 +222,8 @@ func (rv *resolver) installRun(r *region, lo, hi, from int, zero bool) outcome {
 	default:
 		src = rv.buf[uintptr(lo-from)<<r.shift : uintptr(hi-from)<<r.shift]
 	}
-	pages := uint64(hi - lo)
-	off := uintptr(0) // into src
+	pages := uint64(hi - lo) // less those found installed already
+	off := uintptr(0)        // into src
 	for dst < end {
 		length := end - dst
 		var done int64
@@ -260,6 +259,7 @@ func (rv *resolver) installRun(r *region, lo, hi, from int, zero bool) outcome {
 		case syscall.EEXIST:
 			p.stats.exists.Add(1)
 			rv.exist = true
+			pages--
 			done += int64(r.psize) // skip the existing page
 		case syscall.ESRCH:
 			return gone

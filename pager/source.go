@@ -6,8 +6,6 @@ import (
 	"io"
 	"os"
 	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // Source supplies the contents of pages.
@@ -114,12 +112,10 @@ func MapFile(f *os.File) (*File, error) {
 	if st.Size() != int64(int(st.Size())) {
 		return nil, fmt.Errorf("pager: %s: %d bytes do not fit in the address space", f.Name(), st.Size())
 	}
-	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	data, err := mapFile(f, int(st.Size()))
 	if err != nil {
 		return nil, &os.PathError{Op: "mmap", Path: f.Name(), Err: err}
 	}
-	// Faults read it in ascending runs: ask for readahead.
-	_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
 	return &File{name: f.Name(), data: data}, nil
 }
 
@@ -139,7 +135,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) { return image(f.data).R
 func (f *File) Close() error {
 	f.once.Do(func() {
 		if f.data != nil {
-			f.err = unix.Munmap(f.data)
+			f.err = unmapFile(f.data)
 		}
 	})
 	return f.err

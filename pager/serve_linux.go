@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -18,24 +17,6 @@ import (
 
 // batch is how many messages a reader takes per read(2).
 const batch = 64
-
-// ErrServing is returned by Serve when the Pager is already serving.
-var ErrServing = errors.New("pager: Serve is already running")
-
-// serveIsolated is the isolated mode's engine, when built with cgo.
-var serveIsolated func(ctx context.Context, p *Pager) error
-
-// ErrNoIsolation is returned by Serve with Config.Isolated in a build
-// without cgo.
-var ErrNoIsolation = errors.New("pager: Config.Isolated needs a build with cgo")
-
-// serveCtx holds what one call of Serve shares with its goroutines.
-type serveCtx struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // retries, fill, children
-	efd    int            // ReaderThread's shutdown eventfd
-}
 
 // Serve serves faults until ctx ends, the userfaultfd is closed, or the
 // faulting process is gone (ESRCH); each of those returns nil. It returns
@@ -135,8 +116,9 @@ type worker struct {
 	fd int // ReaderThread: a duplicate of the descriptor
 
 	spin int // non-blocking reads left before parking
-}
 
+	timeout unix.Timespec // ReaderThread's poll timeout
+}
 
 type pendingFault struct {
 	addr uintptr
@@ -152,6 +134,7 @@ func (p *Pager) newWorker(sc *serveCtx) (*worker, error) {
 		msgs:     make([]uffd.Message, batch),
 		deferred: make([]pendingFault, 0, batch),
 		fd:       -1,
+		timeout:  unix.NsecToTimespec(int64(100 * time.Millisecond)),
 	}
 	rc, err := raw.File(p.u).SyscallConn()
 	if err != nil {
@@ -252,7 +235,7 @@ func (w *worker) readThread() error {
 		fds := [2]unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}, {Fd: int32(w.sc.efd), Events: unix.POLLIN}}
 		// The timeout notices a Close of the userfaultfd, which poll on
 		// our duplicate cannot see.
-		_, _, e := syscall.Syscall(syscall.SYS_POLL, uintptr(unsafe.Pointer(&fds[0])), 2, 100)
+		_, _, e := syscall.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 2, uintptr(unsafe.Pointer(&w.timeout)), 0, 0, 0)
 		if e != 0 && e != syscall.EINTR {
 			return &uffd.OpError{Op: "poll", Err: e}
 		}
@@ -304,6 +287,7 @@ func (w *worker) run() error {
 			if m.Event != uffd.EventPagefault {
 				continue
 			}
+			p.stats.faults.Add(1)
 			out := w.rv.fault(m.Address, t0)
 			p.pending.Add(-1)
 			if err := w.outcome(out, m.Address, t0); err != nil {
