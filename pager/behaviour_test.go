@@ -615,3 +615,27 @@ func TestRemapAndUnmap(t *testing.T) {
 		t.Errorf("Remaps %d, Unmaps %d", st.Remaps, st.Unmaps)
 	}
 }
+
+func TestRemovedRanges(t *testing.T) {
+	const size = 64 * 4096
+	u, m := setup(t, mem.Anonymous, size, uffd.FeatureEventRemove)
+	img := pattern(size)
+	p := pager.New(u, pager.Config{})
+	add(t, p, m, pager.Image(img), pager.PoisonOnError)
+	p.MarkRemoved(m.Addr()+4*4096, m.Addr()+8*4096)
+	p.MarkRemoved(m.Addr()+8*4096, m.Addr()+10*4096)
+	p.MarkRemoved(m.Addr()+20*4096, m.Addr()+21*4096)
+	want := [][2]uintptr{{m.Addr() + 4*4096, m.Addr() + 10*4096}, {m.Addr() + 20*4096, m.Addr() + 21*4096}}
+	if got := p.RemovedRanges(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("RemovedRanges = %x, want %x", got, want)
+	}
+	stop := serving(t, p)
+	w := append([]byte(nil), img...)
+	clear(w[4*4096 : 10*4096])
+	clear(w[20*4096 : 21*4096])
+	checkAll(t, m.Data, w)
+	stop()
+	if got := p.RemovedRanges(); len(got) != 0 {
+		t.Errorf("RemovedRanges after serving = %x, want none", got)
+	}
+}

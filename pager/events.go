@@ -16,9 +16,11 @@ func (p *Pager) applyEvent(sc *serveCtx, m *uffd.Message) {
 		p.remove(uintptr(m.Start), uintptr(m.End))
 	case uffd.EventUnmap:
 		p.stats.unmaps.Add(1)
+		p.moved.Store(true)
 		p.editLayout(func(l []*region) []*region { return cutOut(l, uintptr(m.Start), uintptr(m.End)) })
 	case uffd.EventRemap:
 		p.stats.remaps.Add(1)
+		p.moved.Store(true)
 		p.remap(uintptr(m.From), uintptr(m.To), uintptr(m.Len))
 	case uffd.EventFork:
 		p.stats.forks.Add(1)
@@ -95,6 +97,7 @@ func (p *Pager) editLayout(fn func([]*region) []*region) {
 		return 0
 	})
 	p.layout.Store(&l)
+	p.layoutGen.Add(1)
 }
 
 // cutOut removes [start, end) from the regions of l, splitting those that
@@ -150,4 +153,40 @@ func (p *Pager) fork(u *uffd.UFFD) *Pager {
 	}
 	c.layout.Store(&l)
 	return c
+}
+
+// RemovedRanges returns the ranges the process dropped (REMOVE events, or
+// MarkRemoved) and that were not served since: their next faults get
+// zeroes. With MarkRemoved on another Pager it carries that knowledge over,
+// for a handover of the userfaultfd to a new handler.
+func (p *Pager) RemovedRanges() [][2]uintptr {
+	var out [][2]uintptr
+	for _, r := range *p.layout.Load() {
+		for i := 0; i < r.pages; {
+			if k := r.st.zero.run(r.base+i, r.pages-i, false); k > 0 {
+				i += k
+				continue
+			}
+			k := r.st.zero.run(r.base+i, r.pages-i, true)
+			start := r.Start + uintptr(i)<<r.shift
+			end := start + uintptr(k)<<r.shift
+			if n := len(out); n > 0 && out[n-1][1] == start {
+				out[n-1][1] = end
+			} else {
+				out = append(out, [2]uintptr{start, end})
+			}
+			i += k
+		}
+	}
+	return out
+}
+
+// MarkRemoved records that the process dropped [start, end), as a REMOVE
+// event does: the next faults there get zeroes. Call it before Serve.
+func (p *Pager) MarkRemoved(start, end uintptr) {
+	if p.events {
+		p.evMu.Lock()
+		defer p.evMu.Unlock()
+	}
+	p.remove(start, end)
 }

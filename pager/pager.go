@@ -54,8 +54,10 @@ type Pager struct {
 
 	// layout is the sorted list of regions, replaced whole on change so
 	// that the fault path reads it without a lock.
-	layoutMu sync.Mutex
-	layout   atomic.Pointer[[]*region]
+	layoutMu  sync.Mutex
+	layout    atomic.Pointer[[]*region]
+	layoutGen atomic.Uint64 // changes with every layout change after Add
+	moved     atomic.Bool   // an UNMAP or REMAP was seen
 
 	// evMu orders resolves against events: readers hold it exclusively
 	// while they read the descriptor and apply events, resolvers share it

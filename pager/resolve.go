@@ -23,6 +23,36 @@ const (
 	failed             // another error, or the source failed
 )
 
+type wokenPage struct {
+	addr uintptr
+	n    int
+}
+
+// wokenLimit is how many times a resolved page is only woken before it is
+// installed again.
+const wokenLimit = 4
+
+// again reports whether a resolved page that faulted again should be
+// installed again, rather than its thread only woken.
+func (rv *resolver) again(addr uintptr) bool {
+	if !rv.p.removes {
+		return true // dropped pages are not reported: always install
+	}
+	for k := range rv.woken {
+		if w := &rv.woken[k]; w.addr == addr {
+			w.n++
+			if w.n > wokenLimit {
+				w.addr = 0
+				return true
+			}
+			return false
+		}
+	}
+	rv.woken[rv.wokenNext] = wokenPage{addr, 1}
+	rv.wokenNext = (rv.wokenNext + 1) % len(rv.woken)
+	return false
+}
+
 // stream is a sequential access pattern the adaptive prefetch follows.
 type stream struct {
 	next   uintptr // where the stream continues: the end of what was resolved for it
@@ -41,6 +71,13 @@ type resolver struct {
 	tick    uint64
 	exist   bool // the last install met an existing page
 	ioerr   error
+	gen     uint64 // the layout generation r was looked up in
+
+	// woken remembers pages resolved earlier that faulted again and were
+	// only woken: a page that keeps faulting went away without an event
+	// and is installed again.
+	woken     [8]wokenPage
+	wokenNext int
 
 	// The ioctls' arguments live here: the kernel gets their address, so
 	// on the stack they would escape (and allocate) on every call.
@@ -99,10 +136,17 @@ func (rv *resolver) window(r *region, i int, addr uintptr) (lo, hi, ahead int) {
 // fault resolves one page-fault message. t0 is when it was read.
 func (rv *resolver) fault(addr uintptr, t0 time.Time) outcome {
 	p := rv.p
+	rv.gen = p.layoutGen.Load()
 	r := p.lookup(addr)
 	if r == nil {
 		p.stats.outside.Add(1)
 		p.report(&outsideError{addr})
+		if p.moved.Load() {
+			// The process moved or unmapped memory: this thread faulted
+			// on the old place. Wake it: it faults on whatever is mapped
+			// there now, or gets SIGSEGV.
+			rv.wakeRange(addr&^uintptr(basePageSize-1), uintptr(basePageSize))
+		}
 		return failed
 	}
 	i := int((addr - r.Start) >> r.shift)
@@ -113,12 +157,14 @@ func (rv *resolver) fault(addr uintptr, t0 time.Time) outcome {
 		if !r.st.done.get(idx) {
 			return installed // being resolved by another resolver, which wakes the thread
 		}
-		// Resolved already: a repeated message (several threads, or a
-		// fault interrupted by a signal). With REMOVE events every page
-		// the process drops is reported, so waking is enough. Without
-		// them a page may have been dropped unseen: install it again (an
-		// existing page just wakes the thread).
-		if p.removes {
+		// Resolved already: usually a repeated message (several threads
+		// faulted on the page, or a fault was interrupted by a signal),
+		// and waking the thread is enough. But a page can go away without
+		// a REMOVE event reaching us (MADV_REMOVE through another mapping
+		// of shared memory, fallocate, a parent's hole punch): a page that
+		// keeps faulting is installed again (an existing one just wakes).
+		page := r.Start + uintptr(i)<<r.shift
+		if !rv.again(page) {
 			p.stats.exists.Add(1)
 			rv.wake(r, i)
 			return installed
@@ -173,6 +219,17 @@ func (rv *resolver) install(r *region, lo, hi, f int) outcome {
 	}
 	if p.events {
 		p.evMu.RLock()
+		if p.layoutGen.Load() != rv.gen && p.lookup(r.Start+uintptr(lo)<<r.shift) != r {
+			// The layout changed since the fault was looked up: the range
+			// moved or went away. Copy nothing; wake the thread at the
+			// old place, which faults again where it is now.
+			p.evMu.RUnlock()
+			r.st.claimed.clearRange(r.base+lo, hi-lo)
+			if f >= 0 {
+				rv.wake(r, f)
+			}
+			return noMapping
+		}
 	}
 	out := installed
 	for lo < hi && out == installed {

@@ -61,6 +61,16 @@ func (p *Pager) Serve(ctx context.Context) error {
 		}()
 	}
 
+	if path := p.u.Path(); path == uffd.PathFork || path == uffd.PathAdopted {
+		// Another process's memory: when it exits without a fault
+		// pending, no read ever returns. Probe it now and then.
+		sc.wg.Add(1)
+		go func() {
+			defer sc.wg.Done()
+			p.watchProcess(sc)
+		}()
+	}
+
 	errs := make(chan error, p.cfg.Workers)
 	for range p.cfg.Workers {
 		w, err := p.newWorker(sc)
@@ -408,4 +418,33 @@ func (p *Pager) poisonPage(r *region, i int) {
 		return
 	}
 	r.st.claimed.clearRange(r.base+i, 1)
+}
+
+// probeInterval is how often watchProcess checks that the faulting process
+// still exists.
+const probeInterval = time.Second
+
+// probeAddr is an address no program maps (just above the default
+// vm.mmap_min_addr), for the liveness probe.
+const probeAddr = 0x10000
+
+// watchProcess ends Serve when the faulting process is gone. A resolving
+// ioctl answers ESRCH once the process's memory is gone, whatever the
+// range: a UFFDIO_ZEROPAGE of one page where nothing is mapped answers
+// ENOENT while the process lives (and EAGAIN while an event is pending).
+func (p *Pager) watchProcess(sc *serveCtx) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-sc.ctx.Done():
+			return
+		case <-t.C:
+		}
+		z := abi.UffdioZeropage{Range: abi.UffdioRange{Start: probeAddr, Len: uint64(basePageSize)}, Mode: abi.ZeropageModeDontwake}
+		if raw.Ioctl(p.u, abi.UFFDIO_ZEROPAGE, unsafe.Pointer(&z)) == syscall.ESRCH {
+			sc.cancel()
+			return
+		}
+	}
 }
