@@ -1,0 +1,427 @@
+//go:build linux
+
+// Package fctest is a stand-in for Firecracker in tests: a process that
+// restores a "VM" whose guest memory is served by a page-fault handler,
+// speaking Firecracker's handshake byte for byte.
+//
+// It creates its userfaultfd as Firecracker does (close-on-exec,
+// non-blocking, UFFD_FEATURE_EVENT_REMOVE, kernel faults included), maps
+// each guest region as Firecracker does (private anonymous memory with
+// MAP_NORESERVE, plus MAP_HUGETLB|MAP_HUGE_2MB for 2 MiB pages), registers
+// every region in missing mode, connects to the handler's socket and sends
+// the regions as compact JSON with the userfaultfd attached, in one
+// sendmsg(2). Then, like a guest, it touches its memory (in address order
+// or in a random order), checks every byte against the memory file,
+// balloons a range (MADV_DONTNEED) and checks it reads back as zeroes, and
+// exits.
+//
+// It must run in a process of its own (Run from TestMain when Child
+// reports true), so that its faults come from another address space than
+// the handler's, as Firecracker's do.
+package fctest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gouffd/uffd/firecracker"
+	"github.com/gouffd/uffd/internal/abi"
+)
+
+// EnvConfig is the environment variable that carries a child's Config as
+// JSON.
+const EnvConfig = "UFFD_FCTEST_VM"
+
+// Region is one guest memory region.
+type Region struct {
+	Size   uint64 `json:"size"`
+	Huge   bool   `json:"huge,omitempty"` // 2 MiB hugetlbfs pages
+	Offset uint64 `json:"offset"`         // where its contents start in the memory file
+}
+
+// Config says what the VM does.
+type Config struct {
+	Socket  string   `json:"socket"`
+	MemFile string   `json:"mem_file"`
+	Regions []Region `json:"regions"`
+	// Touch lists the passes over the guest memory, in order: "seq" and
+	// "random" read one byte of every base page, in address order or in a
+	// random order (ref_handler's permutation); "seq-write" and
+	// "random-write" write it instead (the byte the memory file holds
+	// there, so that the contents stay the snapshot's).
+	Touch []string `json:"touch"`
+	// PaceEvery and PaceSleep slow the passes down: a pause of PaceSleep
+	// after every PaceEvery pages.
+	PaceEvery int           `json:"pace_every,omitempty"`
+	PaceSleep time.Duration `json:"pace_sleep,omitempty"`
+	// Verify compares every byte of the guest with the memory file after
+	// the passes.
+	Verify bool `json:"verify"`
+	// Balloon drops a range of the first region with MADV_DONTNEED after
+	// the passes, as Firecracker's balloon device does, and checks that it
+	// reads back as zeroes while the rest still holds the snapshot.
+	Balloon bool `json:"balloon"`
+	// CheckBalloonLate checks the ballooned range only after HoldFile
+	// appeared (the range is dropped before): its first touch comes then.
+	CheckBalloonLate bool `json:"check_balloon_late,omitempty"`
+	// StartFile, when set, makes the VM wait after its handshake until
+	// this file exists before it touches anything.
+	StartFile string `json:"start_file,omitempty"`
+	// HoldFile, when set, keeps the VM alive after its work until this
+	// file exists.
+	HoldFile string `json:"hold_file,omitempty"`
+}
+
+// Pass reports one touch pass.
+type Pass struct {
+	Order string `json:"order"`
+	Pages int    `json:"pages"`
+	Ns    int64  `json:"ns"`
+}
+
+// Result is what a VM reports on its standard output.
+type Result struct {
+	PID      int    `json:"pid"`
+	Passes   []Pass `json:"passes"`
+	Verified int    `json:"verified_pages"`
+	// Ballooned is the number of bytes checked as zeroes after the
+	// balloon.
+	Ballooned int    `json:"ballooned_bytes"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Child reports whether this process was started as a VM (EnvConfig set).
+func Child() bool { return os.Getenv(EnvConfig) != "" }
+
+// Main runs the VM described by EnvConfig, prints its Result as JSON on
+// standard output and returns the exit status.
+func Main() int {
+	var cfg Config
+	if err := json.Unmarshal([]byte(os.Getenv(EnvConfig)), &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "fctest: bad %s: %v\n", EnvConfig, err)
+		return 2
+	}
+	res, err := Run(cfg)
+	if err != nil {
+		res.Error = err.Error()
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+// Command returns a command that runs cfg in a new process: exe (a test
+// binary whose TestMain calls Main when Child reports true) with args.
+func Command(exe string, cfg Config, args ...string) (*exec.Cmd, error) {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), EnvConfig+"="+string(b))
+	return cmd, nil
+}
+
+// Wait waits for a VM started with Command and decodes its Result, whose
+// standard output must have been captured in out.
+func Wait(cmd *exec.Cmd, out *bytes.Buffer) (Result, error) {
+	werr := cmd.Wait()
+	var res Result
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		return res, fmt.Errorf("fctest: no result (%v): exit %v; output %q", err, werr, out.String())
+	}
+	if res.Error != "" {
+		return res, errors.New("fctest: " + res.Error)
+	}
+	return res, werr
+}
+
+const hugeSize = 2 << 20
+
+// guest is the VM's memory.
+type guest struct {
+	regions []Region
+	maps    [][]byte
+	file    []byte
+}
+
+// Run runs a VM in this process.
+func Run(cfg Config) (Result, error) {
+	res := Result{PID: os.Getpid()}
+	if len(cfg.Regions) == 0 {
+		return res, errors.New("no regions")
+	}
+	fd, err := os.Open(cfg.MemFile)
+	if err != nil {
+		return res, err
+	}
+	st, err := fd.Stat()
+	if err != nil {
+		fd.Close()
+		return res, err
+	}
+	file, err := unix.Mmap(int(fd.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	fd.Close()
+	if err != nil {
+		return res, fmt.Errorf("map the memory file: %w", err)
+	}
+	defer unix.Munmap(file)
+
+	// The userfaultfd, as Firecracker's UffdBuilder makes it. Like
+	// Firecracker, the VM never polls it: registering it with this
+	// process's runtime poller would wake the VM's idle threads on every
+	// fault.
+	ufd, err := newUFFD()
+	if err != nil {
+		return res, err
+	}
+	defer unix.Close(ufd)
+
+	g := &guest{regions: cfg.Regions, file: file}
+	var ms []firecracker.Mapping
+	base := os.Getpagesize()
+	for _, r := range cfg.Regions {
+		flags := unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_NORESERVE
+		ps := base
+		if r.Huge {
+			flags |= unix.MAP_HUGETLB | 21<<unix.MAP_HUGE_SHIFT
+			ps = hugeSize
+		}
+		b, err := unix.Mmap(-1, 0, int(r.Size), unix.PROT_READ|unix.PROT_WRITE, flags)
+		if err != nil {
+			return res, fmt.Errorf("map guest memory (%d bytes, huge %v): %w", r.Size, r.Huge, err)
+		}
+		defer unix.Munmap(b)
+		g.maps = append(g.maps, b)
+		addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+		reg := abi.UffdioRegister{Range: abi.UffdioRange{Start: uint64(addr), Len: uint64(len(b))}, Mode: abi.RegisterModeMissing}
+		if errno := abi.Ioctl(ufd, abi.UFFDIO_REGISTER, unsafe.Pointer(&reg)); errno != 0 {
+			return res, fmt.Errorf("UFFDIO_REGISTER: %w", errno)
+		}
+		ms = append(ms, firecracker.Mapping{
+			BaseHostVirtAddr: uint64(addr), Size: r.Size, Offset: r.Offset,
+			PageSize: uint64(ps), PageSizeKiB: uint64(ps),
+		})
+	}
+
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: cfg.Socket, Net: "unix"})
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close()
+	if err := firecracker.SendHandshake(conn, ms, ufd); err != nil {
+		return res, fmt.Errorf("send the handshake: %w", err)
+	}
+
+	waitFile(cfg.StartFile)
+	for _, order := range cfg.Touch {
+		p, err := g.touch(order, cfg.PaceEvery, cfg.PaceSleep)
+		if err != nil {
+			return res, err
+		}
+		res.Passes = append(res.Passes, p)
+	}
+	if cfg.Verify {
+		n, err := g.verify()
+		res.Verified = n
+		if err != nil {
+			return res, err
+		}
+	}
+	var lo, hi int
+	if cfg.Balloon {
+		if lo, hi, err = g.balloon(); err != nil {
+			return res, err
+		}
+		if !cfg.CheckBalloonLate {
+			if res.Ballooned, err = g.checkBalloon(lo, hi); err != nil {
+				return res, err
+			}
+		}
+	}
+	waitFile(cfg.HoldFile)
+	if cfg.Balloon && cfg.CheckBalloonLate {
+		if res.Ballooned, err = g.checkBalloon(lo, hi); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func waitFile(path string) {
+	if path == "" {
+		return
+	}
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// newUFFD creates a userfaultfd as the userfaultfd crate's UffdBuilder does
+// for Firecracker: userfaultfd(O_CLOEXEC|O_NONBLOCK), then UFFDIO_API with
+// UFFD_FEATURE_EVENT_REMOVE (falling back to /dev/userfaultfd when the
+// system call is refused, as Firecracker does on Linux 6.1+).
+func newUFFD() (int, error) {
+	fd, err := abi.Userfaultfd(unix.O_CLOEXEC | unix.O_NONBLOCK)
+	if err == unix.EPERM {
+		dev, derr := unix.Open("/dev/userfaultfd", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if derr != nil {
+			return -1, fmt.Errorf("userfaultfd: %w; /dev/userfaultfd: %w", err, derr)
+		}
+		fd, err = abi.DevNew(dev, unix.O_CLOEXEC|unix.O_NONBLOCK)
+		unix.Close(dev)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("userfaultfd: %w", err)
+	}
+	api := abi.UffdioAPI{API: abi.API, Features: abi.FeatureEventRemove}
+	if errno := abi.Ioctl(fd, abi.UFFDIO_API, unsafe.Pointer(&api)); errno != 0 {
+		unix.Close(fd)
+		return -1, fmt.Errorf("UFFDIO_API: %w", errno)
+	}
+	return fd, nil
+}
+
+// pages lists (region, offset) of every base page, in address order.
+func (g *guest) pages() [][2]int {
+	var out [][2]int
+	ps := os.Getpagesize()
+	for i, b := range g.maps {
+		for off := 0; off < len(b); off += ps {
+			out = append(out, [2]int{i, off})
+		}
+	}
+	return out
+}
+
+// shuffle permutes p as ref_handler.c does for one faulter (xorshift64,
+// seed 0x9e3779b97f4a7c15), so that random-order figures compare.
+func shuffle(p [][2]int) {
+	seed := uint64(0x9e3779b97f4a7c15)
+	for i := len(p) - 1; i > 0; i-- {
+		seed ^= seed << 13
+		seed ^= seed >> 7
+		seed ^= seed << 17
+		j := int(seed % uint64(i+1))
+		p[i], p[j] = p[j], p[i]
+	}
+}
+
+var sink byte
+
+// touch makes one pass over the guest.
+func (g *guest) touch(order string, paceEvery int, paceSleep time.Duration) (Pass, error) {
+	pages := g.pages()
+	write := false
+	switch order {
+	case "seq":
+	case "random":
+		shuffle(pages)
+	case "seq-write":
+		write = true
+	case "random-write":
+		write = true
+		shuffle(pages)
+	default:
+		return Pass{}, fmt.Errorf("unknown touch order %q", order)
+	}
+	// The bytes to write, read from the file before the clock starts.
+	var want []byte
+	if write {
+		want = make([]byte, len(pages))
+		for i, p := range pages {
+			want[i] = g.file[int(g.regions[p[0]].Offset)+p[1]]
+		}
+	}
+	runtime.GC() // not during the pass
+	var acc byte
+	t0 := time.Now()
+	for i, p := range pages {
+		b := g.maps[p[0]]
+		if write {
+			b[p[1]] = want[i]
+		} else {
+			acc += b[p[1]]
+		}
+		if paceEvery > 0 && i%paceEvery == paceEvery-1 {
+			time.Sleep(paceSleep)
+		}
+	}
+	ns := time.Since(t0).Nanoseconds()
+	sink += acc
+	return Pass{Order: order, Pages: len(pages), Ns: ns}, nil
+}
+
+// verify compares every page of the guest with the memory file.
+func (g *guest) verify() (int, error) {
+	ps := os.Getpagesize()
+	n := 0
+	for i, b := range g.maps {
+		r := g.regions[i]
+		for off := 0; off < len(b); off += ps {
+			got := b[off : off+ps]
+			want := g.file[int(r.Offset)+off : int(r.Offset)+off+ps]
+			if !bytes.Equal(got, want) {
+				return n, fmt.Errorf("region %d offset %#x (file offset %#x): guest memory differs from the memory file (first bytes %x, want %x)", i, off, int(r.Offset)+off, got[:8], want[:8])
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// balloon drops a range of the first region, [lo, hi), with
+// MADV_DONTNEED, as Firecracker's balloon device does.
+func (g *guest) balloon() (lo, hi int, err error) {
+	b, r := g.maps[0], g.regions[0]
+	unit := os.Getpagesize() * 64 // 256 KiB
+	if r.Huge {
+		unit = 2 * hugeSize
+	}
+	if len(b) < 4*unit {
+		return 0, 0, fmt.Errorf("the first region (%d bytes) is too small to balloon %d bytes in", len(b), unit)
+	}
+	lo = (len(b) / 4) &^ (unit - 1)
+	hi = lo + unit
+	fileRange := g.file[int(r.Offset)+lo : int(r.Offset)+hi]
+	if bytes.Count(fileRange, []byte{0}) == len(fileRange) {
+		return 0, 0, errors.New("the memory file holds zeroes where the balloon goes: the check would prove nothing")
+	}
+	if err := unix.Madvise(b[lo:hi], unix.MADV_DONTNEED); err != nil {
+		return 0, 0, fmt.Errorf("madvise(MADV_DONTNEED): %w", err)
+	}
+	return lo, hi, nil
+}
+
+// checkBalloon checks that [lo, hi) of the first region reads as zeroes
+// and that the pages around it still hold the snapshot.
+func (g *guest) checkBalloon(lo, hi int) (int, error) {
+	b, r := g.maps[0], g.regions[0]
+	for off := lo; off < hi; off++ {
+		if b[off] != 0 {
+			return off - lo, fmt.Errorf("ballooned byte at offset %#x reads %#x, want 0", off, b[off])
+		}
+	}
+	ps := os.Getpagesize()
+	for _, off := range []int{lo - ps, hi} {
+		if !bytes.Equal(b[off:off+ps], g.file[int(r.Offset)+off:int(r.Offset)+off+ps]) {
+			return hi - lo, fmt.Errorf("the page at offset %#x next to the balloon lost its contents", off)
+		}
+	}
+	return hi - lo, nil
+}
