@@ -4,9 +4,12 @@
 //
 //	uffd demo [-delay d] N      the userfaultfd(2) example program on N pages
 //	uffd features [--json]      what this kernel's userfaultfd supports
+//	uffd bench [flags]          the pager against ref_handler.c's workload
+//	uffd firecracker [flags]    a Firecracker snapshot-restore page-fault handler
+//	uffd stress TYPE MiB N      the kernel's uffd-stress test, N bounces
 //
-// The subcommands are thin wiring over packages: internal/demo and
-// github.com/gouffd/uffd/features.
+// The subcommands are thin wiring over packages: internal/demo,
+// features, bench, firecracker and stress.
 package main
 
 import (
@@ -35,6 +38,16 @@ Commands:
   features [--json]     report what this kernel's userfaultfd supports: open
                         paths, API, features, ioctls, and which registration
                         modes work on which kind of memory
+  bench [flags]         measure the pager on ref_handler.c's workload (a
+                        private anonymous region touched page by page);
+                        --ref PATH runs the C reference in the same run and
+                        prints the ratios
+  firecracker --socket PATH --mem-file FILE [flags]
+                        serve the guest memory of Firecracker microVMs
+                        restored from a snapshot (its UFFD backend)
+  stress TYPE MiB BOUNCES
+                        the kernel's uffd-stress test on memory TYPE (anon,
+                        shmem, shmem-private, hugetlb, hugetlb-private)
 
 Run 'uffd <command> -h' for a command's flags.
 `
@@ -90,6 +103,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runDemo(ctx, rest, stdout, stderr)
 	case "features":
 		return runFeatures(rest, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, stdout, stderr)
+	case "firecracker":
+		return runFirecracker(ctx, rest, stdout, stderr)
+	case "stress":
+		return runStress(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,539 @@
+//go:build linux
+
+package bench
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/pager"
+)
+
+// Op is how faults are resolved, ref_handler's -o.
+type Op int
+
+const (
+	// OpCopy copies pages from an in-memory image of 0x5a bytes
+	// (pager.Image, UFFDIO_COPY).
+	OpCopy Op = iota
+	// OpZero serves zero pages (pager.Zero, UFFDIO_ZEROPAGE).
+	OpZero
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpCopy:
+		return "copy"
+	case OpZero:
+		return "zero"
+	}
+	return fmt.Sprintf("Op(%d)", int(o))
+}
+
+// ParseOp parses an Op's name.
+func ParseOp(s string) (Op, error) {
+	switch s {
+	case "copy":
+		return OpCopy, nil
+	case "zero":
+		return OpZero, nil
+	}
+	return 0, fmt.Errorf("op %q: want copy or zero", s)
+}
+
+// ParseReader parses the name of a pager.Reader as its String method
+// prints it.
+func ParseReader(s string) (pager.Reader, error) {
+	for _, r := range []pager.Reader{pager.ReaderPoller, pager.ReaderThread} {
+		if r.String() == s {
+			return r, nil
+		}
+	}
+	return 0, fmt.Errorf("reader %q: want %v or %v", s, pager.ReaderPoller, pager.ReaderThread)
+}
+
+// Limits of the configuration, ref_handler's where it has them.
+const (
+	MaxThreads = 64 // faulters and workers (ref_handler's MAXT)
+	MaxRuns    = 99
+	MaxMiB     = 1 << 20
+)
+
+// ImageByte is every byte of the copy source; zero pages hold 0. A
+// write-touch stores TouchByte at the start of each page.
+const (
+	ImageByte = 0x5a
+	TouchByte = 1
+)
+
+// CheckOffset is the byte of each page that verification compares with
+// the source (the first byte is the one a write-touch overwrites).
+const CheckOffset = 7
+
+// Config describes a benchmark. The zero value is ref_handler's default
+// run: 256 MiB resolved 4 KiB per fault with UFFDIO_COPY by one worker,
+// write-touched in order by one faulter, median of 5 runs.
+type Config struct {
+	// MiB is the region's size (ref_handler -s; default 256).
+	MiB int
+	// Chunk is the bytes resolved per fault, a multiple of the page size:
+	// the pager's Prefetch is pager.Fixed(Chunk) (ref_handler -c; default
+	// one page). It must be 0 with Adaptive.
+	Chunk int
+	// Adaptive serves with pager.Adaptive() prefetch instead.
+	Adaptive bool
+	// Faulters is the number of faulting threads, each touching its own
+	// slice of the region (ref_handler -f; default 1).
+	Faulters int
+	// Workers is the pager's Config.Workers (ref_handler -n; default 1).
+	Workers int
+	// Reader is the pager's Config.Reader.
+	Reader pager.Reader
+	// Op is how faults are resolved (ref_handler -o).
+	Op Op
+	// Runs is the number of runs; the median one is reported
+	// (ref_handler -r; default 5).
+	Runs int
+	// ReadTouch reads each page's first byte, checking the served value,
+	// instead of storing to it (ref_handler -R).
+	ReadTouch bool
+	// Random touches each faulter's pages in ref_handler's fixed random
+	// order (ref_handler -x).
+	Random bool
+	// GOMAXPROCS is set for the duration of the runs. When 0 it is raised
+	// to Faulters+Workers if lower: a thread blocked in a page fault keeps
+	// its P (see the package documentation).
+	GOMAXPROCS int
+
+	// corrupt lists pages whose source byte at CheckOffset (and first
+	// byte) are altered, for tests of the verification.
+	corrupt []int
+}
+
+// PageSize is the base page size, the unit of the workload.
+var PageSize = unix.Getpagesize()
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.MiB == 0 {
+		c.MiB = 256
+	}
+	if c.Chunk == 0 && !c.Adaptive {
+		c.Chunk = PageSize
+	}
+	if c.Faulters == 0 {
+		c.Faulters = 1
+	}
+	if c.Workers == 0 {
+		c.Workers = 1
+	}
+	if c.Runs == 0 {
+		c.Runs = 5
+	}
+	if c.GOMAXPROCS == 0 {
+		c.GOMAXPROCS = max(runtime.GOMAXPROCS(0), c.Faulters+c.Workers)
+	}
+	return c
+}
+
+// Validate reports the first field of c (after defaults) that is out of
+// range, naming it as `uffd bench` flags do.
+func (c Config) Validate() error {
+	if c.Adaptive && c.Chunk != 0 {
+		return fmt.Errorf("--chunk %d with --prefetch adaptive: the adaptive window sets the bytes per fault", c.Chunk)
+	}
+	c = c.withDefaults()
+	pages := int64(c.MiB) << 20 / int64(PageSize)
+	switch {
+	case c.MiB < 1 || c.MiB > MaxMiB:
+		return fmt.Errorf("--mib %d: want 1 to %d", c.MiB, MaxMiB)
+	case !c.Adaptive && (c.Chunk < PageSize || c.Chunk%PageSize != 0):
+		return fmt.Errorf("--chunk %d: want a positive multiple of the page size %d", c.Chunk, PageSize)
+	case !c.Adaptive && c.Chunk > c.MiB<<20:
+		return fmt.Errorf("--chunk %d: larger than the %d MiB region", c.Chunk, c.MiB)
+	case c.Faulters < 1 || c.Faulters > MaxThreads:
+		return fmt.Errorf("--faulters %d: want 1 to %d", c.Faulters, MaxThreads)
+	case int64(c.Faulters) > pages:
+		return fmt.Errorf("--faulters %d: more than the region's %d pages", c.Faulters, pages)
+	case c.Workers < 1 || c.Workers > MaxThreads:
+		return fmt.Errorf("--workers %d: want 1 to %d", c.Workers, MaxThreads)
+	case c.Runs < 1 || c.Runs > MaxRuns:
+		return fmt.Errorf("--runs %d: want 1 to %d", c.Runs, MaxRuns)
+	case c.Op != OpCopy && c.Op != OpZero:
+		return fmt.Errorf("op %v: want copy or zero", c.Op)
+	case c.Reader != pager.ReaderPoller && c.Reader != pager.ReaderThread:
+		return fmt.Errorf("reader %v: want %v or %v", c.Reader, pager.ReaderPoller, pager.ReaderThread)
+	case c.GOMAXPROCS < 0:
+		return fmt.Errorf("--gomaxprocs %d: want 0 (automatic) or more", c.GOMAXPROCS)
+	}
+	return nil
+}
+
+// prefetch is the pager's prefetch setting for c.
+func (c Config) prefetch() pager.Prefetch {
+	if c.Adaptive {
+		return pager.Adaptive()
+	}
+	return pager.Fixed(c.Chunk)
+}
+
+// PrefetchName is "fixed" or "adaptive".
+func (c Config) PrefetchName() string {
+	if c.Adaptive {
+		return "adaptive"
+	}
+	return "fixed"
+}
+
+// want is the byte a page holds where the faulter did not write.
+func (c Config) want() byte {
+	if c.Op == OpZero {
+		return 0
+	}
+	return ImageByte
+}
+
+// Sample is one run's measurements.
+type Sample struct {
+	// Elapsed is the time from starting the faulters to joining them all.
+	Elapsed time.Duration
+	// P50 and P99 are percentiles of the time one touch took.
+	P50, P99 time.Duration
+	// Stats are the pager's counters at the end of the run (Go runs only).
+	Stats pager.Stats
+
+	raw []byte // ref runs: the JSON line ref_handler printed
+}
+
+// VerifyError reports a page that did not hold what it should, seen by a
+// read-touch (Touch) or by the verification after the run.
+type VerifyError struct {
+	Offset    int  // of the byte in the region
+	Got, Want byte // its value, and the expected one
+	Touch     bool // seen by a faulter's read-touch
+}
+
+func (e *VerifyError) Error() string {
+	what := "verify failed"
+	if e.Touch {
+		what = "bad byte on read-touch"
+	}
+	return fmt.Sprintf("bench: %s at offset %d (page %d): got %#02x, want %#02x", what, e.Offset, e.Offset/PageSize, e.Got, e.Want)
+}
+
+// verify checks every page of region after a run, as ref_handler does:
+// the byte at CheckOffset holds the source's value and, after a
+// write-touch, the first byte holds TouchByte.
+func verify(region []byte, want byte, written bool) error {
+	for off := 0; off < len(region); off += PageSize {
+		if b := region[off+CheckOffset]; b != want {
+			return &VerifyError{Offset: off + CheckOffset, Got: b, Want: want}
+		}
+		if b := region[off]; written && b != TouchByte {
+			return &VerifyError{Offset: off, Got: b, Want: TouchByte}
+		}
+	}
+	return nil
+}
+
+// permutation returns ref_handler's page order: the identity, shuffled
+// within each faulter's slice by its xorshift generator with a fixed seed
+// that carries over from one slice to the next.
+func permutation(pages, faulters int) []int {
+	order := make([]int, pages)
+	for i := range order {
+		order[i] = i
+	}
+	seed := uint64(0x9e3779b97f4a7c15)
+	for f := range faulters {
+		lo, hi := pages*f/faulters, pages*(f+1)/faulters
+		for i := hi - 1; i > lo; i-- {
+			seed ^= seed << 13
+			seed ^= seed >> 7
+			seed ^= seed << 17
+			j := lo + int(seed%uint64(i-lo+1))
+			order[i], order[j] = order[j], order[i]
+		}
+	}
+	return order
+}
+
+// Bench is a prepared benchmark: the source image and the page order are
+// made once and serve every run.
+type Bench struct {
+	cfg    Config
+	size   int
+	pages  int
+	image  []byte // mmapped, OpCopy only
+	source pager.Source
+	order  []int   // nil unless Random
+	lat    []int64 // per page touch latency of the current run, ns
+}
+
+// New validates cfg and prepares the runs. Close releases the source image.
+func New(cfg Config) (*Bench, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	b := &Bench{cfg: cfg, size: cfg.MiB << 20}
+	b.pages = b.size / PageSize
+	b.lat = make([]int64, b.pages)
+	if cfg.Random {
+		b.order = permutation(b.pages, cfg.Faulters)
+	}
+	if cfg.Op == OpZero {
+		b.source = pager.Zero(int64(b.size))
+		return b, nil
+	}
+	// Like ref_handler's source: private anonymous memory, filled once.
+	img, err := unix.Mmap(-1, 0, b.size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("bench: mmap %d MiB source image: %w", cfg.MiB, err)
+	}
+	for i := range img {
+		img[i] = ImageByte
+	}
+	for _, p := range cfg.corrupt {
+		img[p*PageSize] = ^byte(ImageByte)
+		img[p*PageSize+CheckOffset] = ^byte(ImageByte)
+	}
+	b.image = img
+	b.source = pager.Image(img)
+	return b, nil
+}
+
+// Config returns the configuration with its defaults filled in.
+func (b *Bench) Config() Config { return b.cfg }
+
+// Close unmaps the source image.
+func (b *Bench) Close() error {
+	if b.image == nil {
+		return nil
+	}
+	err := unix.Munmap(b.image)
+	b.image = nil
+	return err
+}
+
+// errStopped ends the faulters of a run whose pager stopped early.
+var errStopped = errors.New("bench: pager stopped before the faulters finished")
+
+// Run does one run: a fresh userfaultfd and region served by a new pager,
+// touched by the faulters, then verified.
+func (b *Bench) Run(ctx context.Context) (Sample, error) {
+	cfg := b.cfg
+	u, err := uffd.Open(&uffd.Config{})
+	if err != nil {
+		return Sample{}, err
+	}
+	closed := false
+	closeUFFD := func() {
+		if !closed {
+			closed = true
+			u.Close()
+		}
+	}
+	defer closeUFFD()
+	region, err := unix.Mmap(-1, 0, b.size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return Sample{}, fmt.Errorf("bench: mmap %d MiB region: %w", cfg.MiB, err)
+	}
+	defer unix.Munmap(region)
+	if err := unix.Madvise(region, unix.MADV_NOHUGEPAGE); err != nil {
+		return Sample{}, fmt.Errorf("bench: madvise(MADV_NOHUGEPAGE): %w", err)
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(region)))
+	if _, err := u.Register(start, uintptr(b.size), uffd.ModeMissing); err != nil {
+		return Sample{}, err
+	}
+	p := pager.New(u, pager.Config{Prefetch: cfg.prefetch(), Workers: cfg.Workers, Reader: cfg.Reader})
+	if err := p.Add(pager.Region{Start: start, Len: uintptr(b.size), Source: b.source, Name: "bench"}); err != nil {
+		return Sample{}, err
+	}
+
+	serveCtx, stopServe := context.WithCancel(ctx)
+	defer stopServe()
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(serveCtx) }()
+
+	// When the pager stops before the faulters are done (an error, or ctx
+	// ended), closing the userfaultfd lets the kernel fill the rest of the
+	// region with zero pages, and the stop flag ends the faulters.
+	var stop atomic.Bool
+	var serveErr error
+	var serveDone bool
+	faultersDone := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case serveErr = <-served:
+			serveDone = true
+			stop.Store(true)
+			closeUFFD()
+		case <-faultersDone:
+		}
+	}()
+
+	touchErrs := make([]error, cfg.Faulters)
+	var wg sync.WaitGroup
+	t0 := nanotime()
+	for f := range cfg.Faulters {
+		lo, hi := b.pages*f/cfg.Faulters, b.pages*(f+1)/cfg.Faulters
+		wg.Go(func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			touchErrs[f] = b.touch(region, lo, hi, &stop)
+		})
+	}
+	wg.Wait()
+	elapsed := nanotime() - t0
+	close(faultersDone)
+	<-watchDone // after this, closeUFFD and serveErr belong to this goroutine again
+
+	stopServe()
+	if !serveDone {
+		serveErr = <-served
+	}
+	s := Sample{Elapsed: time.Duration(elapsed), Stats: p.Stats()}
+	// Verify with the userfaultfd closed: a page that was never served then
+	// reads as zeroes instead of blocking for good.
+	closeUFFD()
+	switch {
+	case serveErr != nil:
+		return s, fmt.Errorf("bench: serve: %w", serveErr)
+	case ctx.Err() != nil:
+		return s, ctx.Err()
+	case serveDone:
+		return s, errStopped
+	}
+	if err := errors.Join(touchErrs...); err != nil {
+		return s, err
+	}
+	if err := verify(region, cfg.want(), !cfg.ReadTouch); err != nil {
+		return s, err
+	}
+	slices.Sort(b.lat)
+	s.P50 = time.Duration(b.lat[b.pages/2])
+	s.P99 = time.Duration(b.lat[b.pages*99/100])
+	return s, nil
+}
+
+// touch is a faulter: it touches one byte of each page of [lo, hi) (page
+// indexes, through the permutation when random) with a plain load or
+// store, and records each touch's latency. It must not touch the region
+// any other way (see the package documentation).
+func (b *Bench) touch(region []byte, lo, hi int, stop *atomic.Bool) error {
+	read, want, order, lat := b.cfg.ReadTouch, b.cfg.want(), b.order, b.lat
+	for i := lo; i < hi; i++ {
+		if stop.Load() {
+			return errStopped
+		}
+		pg := i
+		if order != nil {
+			pg = order[i]
+		}
+		off := pg * PageSize
+		t0 := nanotime()
+		if read {
+			if got := region[off]; got != want {
+				return &VerifyError{Offset: off, Got: got, Want: want, Touch: true}
+			}
+		} else {
+			region[off] = TouchByte
+		}
+		lat[pg] = nanotime() - t0
+	}
+	return nil
+}
+
+// Progress reports one finished run.
+type Progress struct {
+	Impl   string // "go" or "ref"
+	Run    int    // from 1
+	Runs   int
+	Sample Sample
+}
+
+// Run runs the benchmark cfg.Runs times and reports the median run.
+// progress, when not nil, is called after each run.
+func Run(ctx context.Context, cfg Config, progress func(Progress)) (*Result, error) {
+	b, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	defer setGOMAXPROCS(b.cfg.GOMAXPROCS)()
+	samples := make([]Sample, 0, b.cfg.Runs)
+	for i := range b.cfg.Runs {
+		s, err := b.Run(ctx)
+		if err != nil {
+			return nil, runError("go", i+1, b.cfg.Runs, err)
+		}
+		samples = append(samples, s)
+		if progress != nil {
+			progress(Progress{Impl: "go", Run: i + 1, Runs: b.cfg.Runs, Sample: s})
+		}
+	}
+	return b.result(samples), nil
+}
+
+func runError(impl string, run, runs int, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%s run %d of %d: %w", impl, run, runs, err)
+}
+
+// setGOMAXPROCS sets GOMAXPROCS to n and returns a function that restores
+// it.
+func setGOMAXPROCS(n int) func() {
+	old := runtime.GOMAXPROCS(n)
+	return func() { runtime.GOMAXPROCS(old) }
+}
+
+// medianIndex is the index of the median sample by elapsed time, chosen
+// as ref_handler chooses it: the element at runs/2 of the ascending order.
+func medianIndex(samples []Sample) int {
+	idx := make([]int, len(samples))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(samples[a].Elapsed, samples[b].Elapsed) })
+	return idx[len(idx)/2]
+}
+
+func (b *Bench) result(samples []Sample) *Result {
+	cfg := b.cfg
+	chunk := cfg.Chunk
+	if cfg.Adaptive {
+		chunk = PageSize
+	}
+	return &Result{
+		Impl:       "go",
+		Op:         cfg.Op,
+		Chunk:      chunk,
+		Faulters:   cfg.Faulters,
+		Handlers:   cfg.Workers,
+		MiB:        cfg.MiB,
+		Median:     samples[medianIndex(samples)],
+		Samples:    samples,
+		Prefetch:   cfg.PrefetchName(),
+		Reader:     cfg.Reader,
+		ReadTouch:  cfg.ReadTouch,
+		Random:     cfg.Random,
+		GOMAXPROCS: cfg.GOMAXPROCS,
+	}
+}

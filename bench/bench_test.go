@@ -1,0 +1,450 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gouffd/uffd/internal/testutil"
+	"github.com/gouffd/uffd/pager"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+// TestPermutation pins ref_handler's page order: the values were printed
+// by its shuffle loop, compiled from ref_handler.c, for 16 pages.
+func TestPermutation(t *testing.T) {
+	for _, tc := range []struct {
+		faulters int
+		want     []int
+	}{
+		{1, []int{6, 2, 4, 5, 14, 1, 10, 12, 3, 7, 15, 8, 11, 0, 9, 13}},
+		{3, []int{1, 3, 0, 2, 4, 7, 5, 9, 6, 8, 10, 13, 14, 15, 12, 11}},
+	} {
+		if got := permutation(16, tc.faulters); !slices.Equal(got, tc.want) {
+			t.Errorf("permutation(16, %d) = %v, want %v", tc.faulters, got, tc.want)
+		}
+	}
+	// Each faulter's slice is a permutation of itself.
+	const pages, faulters = 1000, 7
+	order := permutation(pages, faulters)
+	for f := range faulters {
+		lo, hi := pages*f/faulters, pages*(f+1)/faulters
+		s := slices.Sorted(slices.Values(order[lo:hi]))
+		for i, p := range s {
+			if p != lo+i {
+				t.Fatalf("faulter %d's slice [%d, %d) holds page %d at sorted position %d", f, lo, hi, p, i)
+			}
+		}
+	}
+}
+
+func TestVerify(t *testing.T) {
+	const pages = 4
+	fill := func(want byte, written bool) []byte {
+		b := bytes.Repeat([]byte{want}, pages*PageSize)
+		if written {
+			for off := 0; off < len(b); off += PageSize {
+				b[off] = TouchByte
+			}
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name    string
+		want    byte
+		written bool
+		change  int // offset to alter, or -1
+		errAt   int // offset reported, or -1
+	}{
+		{"copy written", ImageByte, true, -1, -1},
+		{"copy read", ImageByte, false, -1, -1},
+		{"zero written", 0, true, -1, -1},
+		{"bad source byte", ImageByte, true, 2*PageSize + CheckOffset, 2*PageSize + CheckOffset},
+		{"bad zero byte", 0, false, 3*PageSize + CheckOffset, 3*PageSize + CheckOffset},
+		{"store lost", ImageByte, true, PageSize, PageSize},
+		{"other bytes are not checked", ImageByte, true, PageSize + 1, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := fill(tc.want, tc.written)
+			if tc.change >= 0 {
+				b[tc.change] ^= 0xff
+			}
+			err := verify(b, tc.want, tc.written)
+			var ve *VerifyError
+			switch {
+			case tc.errAt < 0 && err != nil:
+				t.Fatalf("verify: %v", err)
+			case tc.errAt < 0:
+			case !errors.As(err, &ve):
+				t.Fatalf("verify = %v, want a *VerifyError", err)
+			case ve.Offset != tc.errAt || ve.Got != b[tc.errAt] || ve.Touch:
+				t.Fatalf("verify = %+v, want offset %d holding %#x", ve, tc.errAt, b[tc.errAt])
+			}
+		})
+	}
+}
+
+// small is a quick configuration: 8 MiB, one run.
+func small(c Config) Config {
+	c.MiB, c.Runs = 8, 1
+	return c
+}
+
+// TestRun runs the workload for real in its main variants and checks what
+// the pager did against what the configuration asks.
+func TestRun(t *testing.T) {
+	const pages = 8 << 20 / 4096
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"copy", Config{}},
+		{"zero read random", Config{Op: OpZero, ReadTouch: true, Random: true}},
+		{"thread reader", Config{Reader: pager.ReaderThread, Random: true}},
+		{"64KiB 2 faulters 2 workers read", Config{Chunk: 64 << 10, Faulters: 2, Workers: 2, ReadTouch: true}},
+		{"adaptive", Config{Adaptive: true}},
+		{"adaptive random", Config{Adaptive: true, Random: true, ReadTouch: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			procs := runtime.GOMAXPROCS(0)
+			r, err := Run(context.Background(), small(tc.cfg), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := runtime.GOMAXPROCS(0); got != procs {
+				t.Errorf("GOMAXPROCS %d after the run, was %d", got, procs)
+			}
+			if want := max(procs, r.Faulters+r.Handlers); r.GOMAXPROCS != want {
+				t.Errorf("GOMAXPROCS during the run %d, want %d", r.GOMAXPROCS, want)
+			}
+			st := r.Median.Stats
+			if st.Pages != pages {
+				t.Errorf("pager installed %d pages, want %d", st.Pages, pages)
+			}
+			switch {
+			case !tc.cfg.Adaptive:
+				// One fault per chunk, as ref_handler counts them. The pager
+				// may read a few more messages: a fault interrupted by a
+				// signal (Go's preemption) is reported again.
+				want := float64(8<<20) / float64(r.Chunk)
+				if r.Faults() != want || st.Faults < uint64(want) || st.Faults > uint64(want)*5/4 {
+					t.Errorf("%v faults (pager: %d messages), want %v", r.Faults(), st.Faults, want)
+				}
+			case tc.cfg.Random:
+				if st.Faults < pages/2 {
+					t.Errorf("adaptive prefetch on random access: %d faults for %d pages, want mostly single pages", st.Faults, pages)
+				}
+			default:
+				if st.Faults > pages/16 {
+					t.Errorf("adaptive prefetch on a sequential scan: %d faults for %d pages", st.Faults, pages)
+				}
+			}
+			if tc.cfg.Op == OpZero && st.Zeroed != pages {
+				t.Errorf("%d pages zeroed, want %d", st.Zeroed, pages)
+			}
+			if s := r.Median; s.Elapsed <= 0 || s.P50 <= 0 || s.P50 > s.P99 || s.P99 > s.Elapsed {
+				t.Errorf("elapsed %v, p50 %v, p99 %v", s.Elapsed, s.P50, s.P99)
+			}
+		})
+	}
+}
+
+// TestCorruptSource checks that a wrong byte served is caught: by the
+// verification after a write-touch run, by the faulter on a read-touch.
+func TestCorruptSource(t *testing.T) {
+	const bad = 1000
+	for _, read := range []bool{false, true} {
+		t.Run(fmt.Sprintf("read=%t", read), func(t *testing.T) {
+			cfg := small(Config{ReadTouch: read, Random: true, corrupt: []int{bad}})
+			_, err := Run(context.Background(), cfg, nil)
+			var ve *VerifyError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Run = %v, want a *VerifyError", err)
+			}
+			want := VerifyError{Offset: bad*PageSize + CheckOffset, Got: ^byte(ImageByte), Want: ImageByte}
+			if read {
+				want.Offset, want.Touch = bad*PageSize, true
+			}
+			if *ve != want {
+				t.Errorf("error %+v, want %+v", *ve, want)
+			}
+			if !strings.Contains(err.Error(), "go run 1 of 1") {
+				t.Errorf("error %q does not name the run", err)
+			}
+		})
+	}
+}
+
+// TestCancel checks that a run whose context ends stops promptly with the
+// context's error, its faulters released.
+func TestCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cfg := Config{MiB: 8, Runs: 1}
+	start := time.Now()
+	_, err := Run(ctx, cfg, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	t.Logf("returned after %v", time.Since(start))
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{MiB: -1}, "--mib -1"},
+		{Config{MiB: MaxMiB + 1}, "--mib"},
+		{Config{Chunk: 5000}, "--chunk 5000: want a positive multiple of the page size"},
+		{Config{Chunk: -4096}, "--chunk -4096"},
+		{Config{MiB: 1, Chunk: 2 << 20}, "larger than the 1 MiB region"},
+		{Config{Adaptive: true, Chunk: 65536}, "--chunk 65536 with --prefetch adaptive"},
+		{Config{Faulters: 65}, "--faulters 65: want 1 to 64"},
+		{Config{Faulters: -1}, "--faulters -1"},
+		{Config{MiB: 1, Faulters: 64, Chunk: 4096}, ""},
+		{Config{Workers: 65}, "--workers 65"},
+		{Config{Runs: 100}, "--runs 100: want 1 to 99"},
+		{Config{Op: 7}, "op Op(7)"},
+		{Config{Reader: 9}, "reader"},
+		{Config{GOMAXPROCS: -2}, "--gomaxprocs -2"},
+		{Config{}, ""},
+		{Config{Adaptive: true}, ""},
+	} {
+		err := tc.cfg.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%+v: %v", tc.cfg, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%+v: error %v, want one containing %q", tc.cfg, err, tc.want)
+		}
+	}
+	if _, err := New(Config{Chunk: 4097}); err == nil {
+		t.Error("New accepted a chunk of 4097 bytes")
+	}
+}
+
+func TestParse(t *testing.T) {
+	for _, o := range []Op{OpCopy, OpZero} {
+		if got, err := ParseOp(o.String()); got != o || err != nil {
+			t.Errorf("ParseOp(%q) = %v, %v", o, got, err)
+		}
+	}
+	for _, r := range []pager.Reader{pager.ReaderPoller, pager.ReaderThread} {
+		if got, err := ParseReader(r.String()); got != r || err != nil {
+			t.Errorf("ParseReader(%q) = %v, %v", r, got, err)
+		}
+	}
+	if _, err := ParseOp("move"); err == nil {
+		t.Error("ParseOp(move) succeeded")
+	}
+	if _, err := ParseReader("epoll"); err == nil {
+		t.Error("ParseReader(epoll) succeeded")
+	}
+}
+
+func TestRefArgs(t *testing.T) {
+	for _, tc := range []struct {
+		ref  Ref
+		cfg  Config
+		want string
+	}{
+		{Ref{}, Config{}, "-s 256 -c 4096 -f 1 -n 1 -o copy -r 1"},
+		{Ref{}, Config{MiB: 8, Chunk: 65536, Faulters: 2, Workers: 3, Op: OpZero, ReadTouch: true, Random: true, Runs: 7},
+			"-s 8 -c 65536 -f 2 -n 3 -o zero -r 1 -R -x"},
+		{Ref{}, Config{Adaptive: true}, "-s 256 -c 4096 -f 1 -n 1 -o copy -r 1"},
+		{Ref{Chunk: 2 << 20}, Config{Adaptive: true}, "-s 256 -c 2097152 -f 1 -n 1 -o copy -r 1"},
+	} {
+		if got := strings.Join(tc.ref.Args(tc.cfg), " "); got != tc.want {
+			t.Errorf("Args(%+v) = %q, want %q", tc.cfg, got, tc.want)
+		}
+	}
+	exe := fakeRef(t, `{}`)
+	for _, tc := range []struct {
+		ref  Ref
+		cfg  Config
+		want string
+	}{
+		{Ref{Path: exe, Chunk: 12288}, Config{}, "ref chunk 12288: want a power of two"},
+		{Ref{Path: exe}, Config{Chunk: 12288}, "ref chunk 12288"},
+		{Ref{Path: exe, Chunk: 4 << 20}, Config{MiB: 2}, "larger than the region"},
+		{Ref{Path: filepath.Join(t.TempDir(), "none")}, Config{}, "no such file"},
+		{Ref{Path: t.TempDir()}, Config{}, "not an executable file"},
+		{Ref{}, Config{}, "no path"},
+	} {
+		if err := tc.ref.Validate(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v.Validate(%+v) = %v, want an error containing %q", tc.ref, tc.cfg, err, tc.want)
+		}
+	}
+}
+
+// fakeRef writes a stand-in for ref_handler that prints out and appends
+// its arguments to the file args in its directory.
+func fakeRef(t *testing.T, out string) string {
+	t.Helper()
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "ref_handler")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s/args\necho '%s'\n", dir, out)
+	if err := os.WriteFile(exe, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+const fakeLine = `{"op":"copy","chunk":4096,"faulters":1,"handlers":1,"mib":8,"median_ns":1000000000,"faults":2048,"faults_per_s":2048,"ns_per_page":488281.2,"gb_per_s":0.008,"touch_p50_ns":10000,"touch_p99_ns":20000}`
+
+// TestCompare alternates with a stand-in for ref_handler whose figures are
+// fixed, and checks the ratios against the Go runs' own figures.
+func TestCompare(t *testing.T) {
+	exe := fakeRef(t, fakeLine)
+	var order []string
+	c, err := Compare(context.Background(), Config{MiB: 8, Runs: 3}, Ref{Path: exe}, func(p Progress) {
+		order = append(order, fmt.Sprintf("%s%d", p.Impl, p.Run))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"go1", "ref1", "ref2", "go2", "go3", "ref3"}; !slices.Equal(order, want) {
+		t.Errorf("runs in order %v, want %v", order, want)
+	}
+	args, err := os.ReadFile(filepath.Join(filepath.Dir(exe), "args"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Repeat("-s 8 -c 4096 -f 1 -n 1 -o copy -r 1\n", 3); string(args) != want {
+		t.Errorf("ref_handler ran with\n%swant\n%s", args, want)
+	}
+
+	// The fake ran 1 s for 2048 faults, p50 10 us: the ratio of each pair
+	// is the Go run's rate in faults per second / 2048.
+	var fps, p50 []float64
+	for _, s := range c.Go.Samples {
+		fps = append(fps, 2048/s.Elapsed.Seconds()/2048)
+		p50 = append(p50, float64(s.P50)/10000)
+	}
+	slices.Sort(fps)
+	slices.Sort(p50)
+	near := func(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Abs(b) }
+	if !near(c.Ratio.FaultsPerS, fps[1]) || !near(c.Ratio.GBPerS, fps[1]) || !near(c.Ratio.TouchP50, p50[1]) {
+		t.Errorf("ratios %+v, want faults_per_s and gb_per_s %v, p50 %v", c.Ratio.PairRatio, fps[1], p50[1])
+	}
+
+	var out bytes.Buffer
+	if err := c.WriteJSON(&out); err != nil {
+		t.Fatal(err)
+	}
+	var j map[string]json.RawMessage
+	if err := json.Unmarshal(out.Bytes(), &j); err != nil {
+		t.Fatalf("%v: %s", err, out.Bytes())
+	}
+	if string(j["ref"]) != fakeLine {
+		t.Errorf(`"ref" = %s, want ref_handler's line %s`, j["ref"], fakeLine)
+	}
+	var g struct {
+		Impl     string `json:"impl"`
+		MedianNS int64  `json:"median_ns"`
+	}
+	var ratio struct {
+		FaultsPerS float64           `json:"faults_per_s"`
+		Pairs      []json.RawMessage `json:"pairs"`
+	}
+	if err := json.Unmarshal(j["go"], &g); err != nil || g.Impl != "go" || g.MedianNS != c.Go.Median.Elapsed.Nanoseconds() {
+		t.Errorf(`"go" = %s (%v)`, j["go"], err)
+	}
+	if err := json.Unmarshal(j["ratio"], &ratio); err != nil || len(ratio.Pairs) != 3 || math.Abs(ratio.FaultsPerS-c.Ratio.FaultsPerS) > 0.001 {
+		t.Errorf(`"ratio" = %s (%v)`, j["ratio"], err)
+	}
+	out.Reset()
+	if err := c.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "faults_per_s") || !strings.Contains(out.String(), "go/ref") {
+		t.Errorf("text output:\n%s", out.String())
+	}
+}
+
+// TestCompareBadRef checks that output that is not ref_handler's, or that
+// describes another run, is an error naming the command.
+func TestCompareBadRef(t *testing.T) {
+	for _, tc := range []struct{ out, want string }{
+		{"hello", "is not ref_handler's JSON"},
+		{`{"op":"copy"}`, "lacks median_ns"},
+		{strings.Replace(fakeLine, `"mib":8`, `"mib":256`, 1), "reported mib 256, asked for 8"},
+		{strings.Replace(fakeLine, `"chunk":4096`, `"chunk":8192`, 1), "reported chunk 8192, asked for 4096"},
+	} {
+		exe := fakeRef(t, tc.out)
+		_, err := Compare(context.Background(), Config{MiB: 8, Runs: 1}, Ref{Path: exe}, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), exe+" -s 8") {
+			t.Errorf("output %s: error %v, want one containing %q and the command", tc.out, err, tc.want)
+		}
+	}
+	// A failing ref_handler: its stderr is in the error.
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "ref_handler")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\necho 'ref_handler: bad arguments' >&2\nexit 2\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Compare(context.Background(), Config{MiB: 8, Runs: 1}, Ref{Path: exe}, nil)
+	if err == nil || !strings.Contains(err.Error(), "exit status 2: ref_handler: bad arguments") {
+		t.Errorf("failing ref: error %v", err)
+	}
+}
+
+func TestResultJSON(t *testing.T) {
+	r := &Result{
+		Impl: "go", Op: OpCopy, Chunk: 65536, Faulters: 2, Handlers: 2, MiB: 64,
+		Median:   Sample{Elapsed: 100 * time.Millisecond, P50: 300, P99: 40000, Stats: pager.Stats{Faults: 1024, Pages: 16384, Prefetched: 15360}},
+		Prefetch: "fixed", Reader: pager.ReaderThread, ReadTouch: true, GOMAXPROCS: 4,
+	}
+	r.Samples = []Sample{r.Median, {Elapsed: 90 * time.Millisecond}}
+	b, err := r.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"op":"copy","chunk":65536,"faulters":2,"handlers":2,"mib":64,"median_ns":100000000,` +
+		`"faults":1024,"faults_per_s":10240,"ns_per_page":6103.5,"gb_per_s":0.671,"touch_p50_ns":300,"touch_p99_ns":40000,` +
+		`"impl":"go","prefetch":"fixed","reader":"thread","read":true,"random":false,"runs":2,"gomaxprocs":4,` +
+		`"pager_faults":1024,"pager_pages":16384,"pager_prefetched":15360,"runs_ns":[100000000,90000000]}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+	if !json.Valid(b) {
+		t.Error("not valid JSON")
+	}
+}
+
+func TestMedianIndex(t *testing.T) {
+	ms := func(d ...int) []Sample {
+		var s []Sample
+		for _, x := range d {
+			s = append(s, Sample{Elapsed: time.Duration(x) * time.Millisecond})
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		s    []Sample
+		want int
+	}{
+		{ms(5), 0},
+		{ms(3, 1, 2), 2},
+		{ms(4, 1, 3, 2), 2}, // ref_handler takes the upper middle
+		{ms(9, 8, 7, 6, 5), 2},
+	} {
+		if got := medianIndex(tc.s); got != tc.want {
+			t.Errorf("medianIndex(%v) = %d, want %d", tc.s, got, tc.want)
+		}
+	}
+}

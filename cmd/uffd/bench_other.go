@@ -1,0 +1,16 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+	"io"
+	"runtime"
+
+	"github.com/gouffd/uffd"
+)
+
+// runBench fails outside Linux: userfaultfd is Linux's.
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return &uffd.NotSupportedError{What: "uffd bench", OS: runtime.GOOS}
+}
