@@ -87,15 +87,7 @@ func (p *Pager) editLayout(fn func([]*region) []*region) {
 	p.layoutMu.Lock()
 	defer p.layoutMu.Unlock()
 	l := fn(slices.Clone(*p.layout.Load()))
-	slices.SortFunc(l, func(a, b *region) int {
-		switch {
-		case a.Start < b.Start:
-			return -1
-		case a.Start > b.Start:
-			return 1
-		}
-		return 0
-	})
+	sortLayout(l)
 	p.layout.Store(&l)
 	p.layoutGen.Add(1)
 }

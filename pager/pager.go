@@ -1,6 +1,7 @@
 package pager
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -189,15 +190,7 @@ func (p *Pager) Add(r Region) error {
 		}
 	}
 	l := append(slices.Clone(old), reg)
-	slices.SortFunc(l, func(a, b *region) int {
-		switch {
-		case a.Start < b.Start:
-			return -1
-		case a.Start > b.Start:
-			return 1
-		}
-		return 0
-	})
+	sortLayout(l)
 	p.layout.Store(&l)
 	return nil
 }
@@ -270,4 +263,9 @@ func (p *Pager) report(err error) {
 	if p.cfg.OnError != nil {
 		p.cfg.OnError(err)
 	}
+}
+
+// sortLayout sorts regions by address.
+func sortLayout(l []*region) {
+	slices.SortFunc(l, func(a, b *region) int { return cmp.Compare(a.Start, b.Start) })
 }
