@@ -629,59 +629,7 @@ func TestIsolatedUnsupported(t *testing.T) {
 	}
 }
 
-// benchFault measures the fault path as BenchmarkServe* do: one locked
-// goroutine touches one byte of each page (a plain store) and the pager
-// serves it, one page per fault. b.N pages.
-func isoBenchFault(b *testing.B, cfg pager.Config) {
-	size := max(b.N, 1) * 4096
-	m, err := mem.Map(mem.Anonymous, size)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	u, err := uffd.Open(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer u.Close()
-	if _, err := u.Register(m.Addr(), m.Len(), uffd.ModeMissing); err != nil {
-		b.Fatal(err)
-	}
-	p := pager.New(u, cfg)
-	if err := p.Add(pager.Region{Start: m.Addr(), Len: m.Len(), Source: pager.Image(make([]byte, size))}); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := isoServe(ctx, p)
-	b.SetBytes(4096)
-	b.ResetTimer()
-	done := make(chan struct{})
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		for i := 0; i < b.N; i++ {
-			m.Data[i*4096] = 1
-		}
-		close(done)
-	}()
-	<-done
-	b.StopTimer()
-	cancel()
-	if err := <-served; err != nil {
-		b.Fatal(err)
-	}
-	st := p.Stats()
-	b.ReportMetric(float64(st.Latency.Quantile(0.5).Nanoseconds()), "p50-ns")
-}
-
-func BenchmarkFaultPager(b *testing.B) { isoBenchFault(b, pager.Config{}) }
-func BenchmarkFaultPagerThread(b *testing.B) {
-	isoBenchFault(b, pager.Config{Reader: pager.ReaderThread})
-}
-func BenchmarkFaultIsolated(b *testing.B) { isoBenchFault(b, pager.Config{Isolated: true}) }
-func BenchmarkFaultPager64K(b *testing.B) {
-	isoBenchFault(b, pager.Config{Prefetch: pager.Fixed(64 << 10)})
-}
+func BenchmarkFaultIsolated(b *testing.B) { benchServe(b, pager.Config{Isolated: true}) }
 func BenchmarkFaultIsolated64K(b *testing.B) {
-	isoBenchFault(b, pager.Config{Isolated: true, Prefetch: pager.Fixed(64 << 10)})
+	benchServe(b, pager.Config{Isolated: true, Prefetch: pager.Fixed(64 << 10)})
 }
