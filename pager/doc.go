@@ -127,7 +127,7 @@
 //
 // The isolated loop costs no more than the goroutine engines: about what a
 // plain C handler costs. Per 4 KiB page, one goroutine touching one byte per
-// page (BenchmarkFault* against the C reference handler of the design notes,
+// page (BenchmarkServe* and BenchmarkFaultIsolated* against the C reference handler of the design notes,
 // 25 interleaved rounds on the 2-vCPU development VM while other jobs ran;
 // medians, and the median of the per-round ratios to the C handler):
 //
