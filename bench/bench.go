@@ -112,8 +112,8 @@ type Config struct {
 	// order (ref_handler -x).
 	Random bool
 	// GOMAXPROCS is set for the duration of the runs. When 0 it is raised
-	// to Faulters+Workers if lower: a thread blocked in a page fault keeps
-	// its P (see the package documentation).
+	// to Faulters+1 if lower: a thread blocked in a page fault keeps its P,
+	// and the pager needs one more (see the package documentation).
 	GOMAXPROCS int
 
 	// corrupt lists pages whose source byte at CheckOffset (and first
@@ -142,7 +142,7 @@ func (c Config) withDefaults() Config {
 		c.Runs = 5
 	}
 	if c.GOMAXPROCS == 0 {
-		c.GOMAXPROCS = max(runtime.GOMAXPROCS(0), c.Faulters+c.Workers)
+		c.GOMAXPROCS = max(runtime.GOMAXPROCS(0), c.Faulters+1)
 	}
 	return c
 }

@@ -127,7 +127,7 @@ func TestRun(t *testing.T) {
 			if got := runtime.GOMAXPROCS(0); got != procs {
 				t.Errorf("GOMAXPROCS %d after the run, was %d", got, procs)
 			}
-			if want := max(procs, r.Faulters+r.Handlers); r.GOMAXPROCS != want {
+			if want := max(procs, r.Faulters+1); r.GOMAXPROCS != want {
 				t.Errorf("GOMAXPROCS during the run %d, want %d", r.GOMAXPROCS, want)
 			}
 			st := r.Median.Stats

@@ -26,6 +26,8 @@
 // with a pager that is itself a goroutine (see package pager). The Go
 // scheduler does not know that a thread blocked in a page fault is idle, so
 // such a thread keeps its P: the runs raise GOMAXPROCS to at least
-// faulters+workers (Config.GOMAXPROCS) so that the pager always has a P to
-// run on.
+// faulters+1 (Config.GOMAXPROCS) so that the pager always has a P to run
+// on. Not more: on 2 CPUs, Ps beyond that only add the scheduler's idle
+// spinning (2 faulters, 2 workers: 0.95-1.15 of the C figure with 3 Ps,
+// 0.67-0.84 with 4).
 package bench

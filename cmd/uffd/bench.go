@@ -25,7 +25,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	random := fs.Bool("random", false, "touch each faulter's pages in ref_handler's fixed random order (ref_handler -x)")
 	prefetch := fs.String("prefetch", "fixed", "`fixed` (--chunk per fault) or adaptive (pager.Adaptive)")
 	reader := fs.String("reader", "poller", "how the pager waits for faults: `poller` or thread")
-	gomaxprocs := fs.Int("gomaxprocs", 0, "GOMAXPROCS during the runs (0: at least faulters+workers)")
+	gomaxprocs := fs.Int("gomaxprocs", 0, "GOMAXPROCS during the runs (0: at least faulters+1)")
 	asJSON := fs.Bool("json", false, "print one JSON object with ref_handler's fields (with --ref: {\"go\",\"ref\",\"ratio\"})")
 	refPath := fs.String("ref", "", "ref_handler binary `path`: alternate its runs with the Go runs and print the ratios")
 	refChunk := fs.Int("ref-chunk", 0, "ref_handler's -c with --ref (default: --chunk, or a page with --prefetch adaptive)")
