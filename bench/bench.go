@@ -100,6 +100,9 @@ type Config struct {
 	Workers int
 	// Reader is the pager's Config.Reader.
 	Reader pager.Reader
+	// SpinReads is the pager's Config.SpinReads (0: its default;
+	// negative: never spin).
+	SpinReads int
 	// Op is how faults are resolved (ref_handler -o).
 	Op Op
 	// Runs is the number of runs; the median one is reported
@@ -358,7 +361,7 @@ func (b *Bench) Run(ctx context.Context) (Sample, error) {
 	if _, err := u.Register(start, uintptr(b.size), uffd.ModeMissing); err != nil {
 		return Sample{}, err
 	}
-	p := pager.New(u, pager.Config{Prefetch: cfg.prefetch(), Workers: cfg.Workers, Reader: cfg.Reader})
+	p := pager.New(u, pager.Config{Prefetch: cfg.prefetch(), Workers: cfg.Workers, Reader: cfg.Reader, SpinReads: cfg.SpinReads})
 	if err := p.Add(pager.Region{Start: start, Len: uintptr(b.size), Source: b.source, Name: "bench"}); err != nil {
 		return Sample{}, err
 	}
@@ -532,6 +535,7 @@ func (b *Bench) result(samples []Sample) *Result {
 		Samples:    samples,
 		Prefetch:   cfg.PrefetchName(),
 		Reader:     cfg.Reader,
+		SpinReads:  cfg.SpinReads,
 		ReadTouch:  cfg.ReadTouch,
 		Random:     cfg.Random,
 		GOMAXPROCS: cfg.GOMAXPROCS,

@@ -32,6 +32,7 @@ type Result struct {
 	// Go runs only.
 	Prefetch   string // "fixed" or "adaptive"
 	Reader     pager.Reader
+	SpinReads  int // as configured: 0 is the pager's default
 	ReadTouch  bool
 	Random     bool
 	GOMAXPROCS int
@@ -69,10 +70,10 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		r.Faults(), r.FaultsPerS(), r.NSPerPage(), r.GBPerS(),
 		r.Median.P50.Nanoseconds(), r.Median.P99.Nanoseconds())
 	st := r.Median.Stats
-	b = fmt.Appendf(b, `,"impl":%q,"prefetch":%q,"reader":%q,"read":%t,"random":%t,"runs":%d,"gomaxprocs":%d,`+
-		`"pager_faults":%d,"pager_pages":%d,"pager_prefetched":%d,"runs_ns":[`,
-		r.Impl, r.Prefetch, r.Reader, r.ReadTouch, r.Random, len(r.Samples), r.GOMAXPROCS,
-		st.Faults, st.Pages, st.Prefetched)
+	b = fmt.Appendf(b, `,"impl":%q,"prefetch":%q,"reader":%q,"spin_reads":%d,"read":%t,"random":%t,"runs":%d,"gomaxprocs":%d,`+
+		`"pager_faults":%d,"pager_pages":%d,"pager_prefetched":%d,"pager_exists":%d,"runs_ns":[`,
+		r.Impl, r.Prefetch, r.Reader, r.SpinReads, r.ReadTouch, r.Random, len(r.Samples), r.GOMAXPROCS,
+		st.Faults, st.Pages, st.Prefetched, st.Exists)
 	for i, s := range r.Samples {
 		if i > 0 {
 			b = append(b, ',')
@@ -133,7 +134,8 @@ func rows(r *Result) []row {
 		rs = append(rs,
 			row{"pager_faults", strconv.FormatUint(st.Faults, 10)},
 			row{"pager_pages", strconv.FormatUint(st.Pages, 10)},
-			row{"pager_prefetched", strconv.FormatUint(st.Prefetched, 10)})
+			row{"pager_prefetched", strconv.FormatUint(st.Prefetched, 10)},
+			row{"pager_exists", strconv.FormatUint(st.Exists, 10)})
 	}
 	return rs
 }

@@ -25,6 +25,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	random := fs.Bool("random", false, "touch each faulter's pages in ref_handler's fixed random order (ref_handler -x)")
 	prefetch := fs.String("prefetch", "fixed", "`fixed` (--chunk per fault) or adaptive (pager.Adaptive)")
 	reader := fs.String("reader", "poller", "how the pager waits for faults: `poller` or thread")
+	spinReads := fs.Int("spin-reads", 0, "the pager's SpinReads: reads before parking after a fault (0: its default; -1: none)")
 	gomaxprocs := fs.Int("gomaxprocs", 0, "GOMAXPROCS during the runs (0: at least faulters+1)")
 	asJSON := fs.Bool("json", false, "print one JSON object with ref_handler's fields (with --ref: {\"go\",\"ref\",\"ratio\"})")
 	refPath := fs.String("ref", "", "ref_handler binary `path`: alternate its runs with the Go runs and print the ratios")
@@ -46,6 +47,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Runs:       *runs,
 		ReadTouch:  *read,
 		Random:     *random,
+		SpinReads:  *spinReads,
 		GOMAXPROCS: *gomaxprocs,
 	}
 	var err error

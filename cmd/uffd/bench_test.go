@@ -48,6 +48,7 @@ type benchJSON struct {
 	Impl            string  `json:"impl"`
 	Prefetch        string  `json:"prefetch"`
 	Reader          string  `json:"reader"`
+	SpinReads       int     `json:"spin_reads"`
 	Read            bool    `json:"read"`
 	Random          bool    `json:"random"`
 	Runs            int     `json:"runs"`
@@ -55,6 +56,7 @@ type benchJSON struct {
 	PagerFaults     uint64  `json:"pager_faults"`
 	PagerPages      uint64  `json:"pager_pages"`
 	PagerPrefetched uint64  `json:"pager_prefetched"`
+	PagerExists     uint64  `json:"pager_exists"`
 	RunsNS          []int64 `json:"runs_ns"`
 }
 
@@ -111,6 +113,11 @@ func TestBenchJSON(t *testing.T) {
 		Reader: "thread", Read: true, Random: true, Runs: 3, PagerFaults: 128, PagerPages: 2048, PagerPrefetched: 2048 - 128}
 	got := j
 	got.MedianNS, got.FaultsPerS, got.NSPerPage, got.GBPerS, got.TouchP50NS, got.TouchP99NS, got.RunsNS, got.GOMAXPROCS = 0, 0, 0, 0, 0, 0, nil, 0
+	// A fault whose wait a signal (Go's preemption) interrupted is sent
+	// again: a few more messages, answered as pages that exist.
+	if extra := got.PagerFaults - 128; got.PagerFaults >= 128 && extra <= 2 && got.PagerExists <= extra {
+		got.PagerFaults, got.PagerExists = 128, 0
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
