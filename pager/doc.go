@@ -76,7 +76,7 @@
 // 10 ms). Keep GOMAXPROCS above the number of goroutines that may fault at
 // once (the isolated engine below needs no P); on a small machine, not far
 // above: idle Ps make the scheduler spin on the CPUs the faulting threads
-// need (2 faulters on 2 CPUs: 3 Ps served faults about 1.25 times as fast
+// need (2 faulters on 2 CPUs: 3 Ps served faults about 1.2 times as fast
 // as 4).
 //
 // A goroutine that faults on registered memory waits in the kernel until the
