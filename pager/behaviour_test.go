@@ -639,3 +639,26 @@ func TestRemovedRanges(t *testing.T) {
 		t.Errorf("RemovedRanges after serving = %x, want none", got)
 	}
 }
+
+// TestThreadReaderIdle: an idle ReaderThread waits in ppoll instead of
+// spinning (ppoll rewrites its timeout; a reused one shrinks to zero).
+func TestThreadReaderIdle(t *testing.T) {
+	u, _ := setup(t, mem.Anonymous, 4096, 0)
+	p := pager.New(u, pager.Config{Reader: pager.ReaderThread})
+	stop := serving(t, p)
+	time.Sleep(50 * time.Millisecond) // the reader is waiting
+	cpu := func() time.Duration {
+		var ru unix.Rusage
+		if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	before := cpu()
+	time.Sleep(500 * time.Millisecond)
+	used := cpu() - before
+	stop()
+	if used > 250*time.Millisecond {
+		t.Errorf("an idle thread reader used %v of CPU in 500ms: it spins", used)
+	}
+}

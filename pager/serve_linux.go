@@ -128,6 +128,7 @@ type worker struct {
 	spin int // non-blocking reads left before parking
 
 	timeout unix.Timespec // ReaderThread's poll timeout
+	left    unix.Timespec // what ppoll gets, and changes
 }
 
 type pendingFault struct {
@@ -245,7 +246,10 @@ func (w *worker) readThread() error {
 		fds := [2]unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}, {Fd: int32(w.sc.efd), Events: unix.POLLIN}}
 		// The timeout notices a Close of the userfaultfd, which poll on
 		// our duplicate cannot see.
-		_, _, e := syscall.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 2, uintptr(unsafe.Pointer(&w.timeout)), 0, 0, 0)
+		// ppoll writes the time left back: give it a fresh copy each
+		// time, or the timeout shrinks to zero and the reader spins.
+		w.left = w.timeout
+		_, _, e := syscall.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 2, uintptr(unsafe.Pointer(&w.left)), 0, 0, 0)
 		if e != 0 && e != syscall.EINTR {
 			return &uffd.OpError{Op: "poll", Err: e}
 		}
