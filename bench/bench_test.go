@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -373,6 +374,35 @@ func TestCompare(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "faults_per_s") || !strings.Contains(out.String(), "go/ref") {
 		t.Errorf("text output:\n%s", out.String())
+	}
+}
+
+// TestCompareOtherChunk compares with ref_handler resolving another chunk
+// size: faults of different sizes do not compare, bytes per second do.
+func TestCompareOtherChunk(t *testing.T) {
+	line := strings.Replace(fakeLine, `"chunk":4096`, `"chunk":65536`, 1)
+	exe := fakeRef(t, line)
+	c, err := Compare(context.Background(), Config{MiB: 8, Runs: 1, Adaptive: true}, Ref{Path: exe, Chunk: 65536}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !math.IsNaN(c.Ratio.FaultsPerS) {
+		t.Errorf("faults_per_s ratio %v with 4 KiB against 64 KiB faults, want NaN", c.Ratio.FaultsPerS)
+	}
+	// The fake moved 8 MiB in 1 s.
+	if want := float64(8<<20) / float64(c.Go.Median.Elapsed) / (float64(8<<20) / 1e9); math.Abs(c.Ratio.GBPerS-want) > 1e-9*want {
+		t.Errorf("gb_per_s ratio %v, want %v", c.Ratio.GBPerS, want)
+	}
+	b, _ := c.MarshalJSON()
+	if !json.Valid(b) || !strings.Contains(string(b), `"ratio":{"faults_per_s":null,"gb_per_s":`) {
+		t.Errorf("JSON %s", b)
+	}
+	var out bytes.Buffer
+	if err := c.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^ *faults_per_s +\d+ +\d+ +- *$`).MatchString(out.String()) {
+		t.Errorf("text output lacks a faults_per_s row without ratio:\n%s", out.String())
 	}
 }
 

@@ -142,6 +142,8 @@ func rows(r *Result) []row {
 
 // Ratio holds go/ref ratios, each the median over the pairs of runs (the
 // element at pairs/2 in ascending order, as ref_handler picks its median).
+// FaultsPerS is NaN (null in JSON) when the two count faults of different
+// sizes.
 // A faults_per_s or gb_per_s ratio above 1 means the Go run was faster; a
 // touch latency ratio below 1 means it was faster.
 type Ratio struct {
@@ -183,8 +185,14 @@ func jsonFloat(x float64) string {
 func pairRatio(g, ref *Result, gs, rs Sample) PairRatio {
 	gr := Result{MiB: g.MiB, Chunk: g.Chunk, Median: gs}
 	rr := Result{MiB: ref.MiB, Chunk: ref.Chunk, Median: rs}
+	fps := gr.FaultsPerS() / rr.FaultsPerS()
+	if g.Chunk != ref.Chunk {
+		// Faults of different sizes (--ref-chunk, or adaptive prefetch
+		// counted per page): only GB/s compares.
+		fps = math.NaN()
+	}
 	return PairRatio{
-		FaultsPerS: gr.FaultsPerS() / rr.FaultsPerS(),
+		FaultsPerS: fps,
 		GBPerS:     gr.GBPerS() / rr.GBPerS(),
 		TouchP50:   float64(gs.P50) / float64(rs.P50),
 		TouchP99:   float64(gs.P99) / float64(rs.P99),
@@ -255,6 +263,9 @@ func (c *Comparison) WriteText(w io.Writer) error {
 		}
 		if x, ok := ratios[g.name]; ok {
 			ratioValue = jsonFloat(x)
+			if ratioValue == "null" {
+				ratioValue = "-"
+			}
 		}
 		// Padded: AlignRight would right-align the names too.
 		fmt.Fprintf(tw, "%-16s\t%s\t%s\t%s\t\n", g.name, g.value, refValue, ratioValue)
