@@ -5,6 +5,7 @@ package firecracker
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"os"
 	"slices"
@@ -51,16 +52,7 @@ func Validate(ms []Mapping, fileSize int64, pageSizes []int) error {
 			return reject(ReasonRegion, "region %d: file range [%#x, %#x) is outside the %d-byte memory file", i, m.Offset, m.Offset+m.Size, fileSize)
 		}
 	}
-	sorted := slices.Clone(ms)
-	slices.SortFunc(sorted, func(a, b Mapping) int {
-		switch {
-		case a.BaseHostVirtAddr < b.BaseHostVirtAddr:
-			return -1
-		case a.BaseHostVirtAddr > b.BaseHostVirtAddr:
-			return 1
-		}
-		return 0
-	})
+	sorted := byAddress(ms)
 	for i := 1; i < len(sorted); i++ {
 		if prev, cur := sorted[i-1], sorted[i]; cur.BaseHostVirtAddr < prev.End() {
 			return reject(ReasonRegion, "regions %v and %v overlap", prev, cur)
@@ -173,4 +165,11 @@ func describeRegions(ms []Mapping) string {
 		sb.WriteString(m.String())
 	}
 	return sb.String()
+}
+
+// byAddress returns a copy of ms sorted by guest address.
+func byAddress(ms []Mapping) []Mapping {
+	s := slices.Clone(ms)
+	slices.SortFunc(s, func(a, b Mapping) int { return cmp.Compare(a.BaseHostVirtAddr, b.BaseHostVirtAddr) })
+	return s
 }

@@ -3,6 +3,7 @@
 package firecracker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,16 +49,7 @@ type vm struct {
 // newVM registers a VM with its pager. removed lists ranges that must read
 // as zeroes (carried over by a handover).
 func (s *Server) newVM(id uint64, log *slog.Logger, c *net.UnixConn, p peer, u *uffd.UFFD, ms []Mapping, removed [][2]uint64) (*vm, error) {
-	maps := slices.Clone(ms)
-	slices.SortFunc(maps, func(a, b Mapping) int {
-		switch {
-		case a.BaseHostVirtAddr < b.BaseHostVirtAddr:
-			return -1
-		case a.BaseHostVirtAddr > b.BaseHostVirtAddr:
-			return 1
-		}
-		return 0
-	})
+	maps := byAddress(ms)
 	v := &vm{s: s, id: id, log: log, peer: p, conn: c, u: u, maps: maps, started: time.Now(),
 		handoff: make(chan bool, 1), stopped: make(chan struct{})}
 
@@ -335,15 +327,7 @@ func (v *vm) watchPid() {
 // consecutive pages into one resolve.
 func (v *vm) runReplay(t *Trace) {
 	byOff := slices.Clone(v.maps)
-	slices.SortFunc(byOff, func(a, b Mapping) int {
-		switch {
-		case a.Offset < b.Offset:
-			return -1
-		case a.Offset > b.Offset:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(byOff, func(a, b Mapping) int { return cmp.Compare(a.Offset, b.Offset) })
 	t0 := time.Now()
 	pages, skipped := 0, 0
 	const maxRun = 1 << 20
