@@ -118,18 +118,6 @@ func (b bitmap) run(i, n int, v bool) int {
 	return min(k, n)
 }
 
-// any reports whether a bit in [i, i+n) is set.
-func (b bitmap) any(i, n int) bool { return b.run(i, n, false) < n }
-
-// count returns the number of set bits.
-func (b bitmap) count() int {
-	c := 0
-	for i := range b {
-		c += bits.OnesCount64(atomic.LoadUint64(&b[i]))
-	}
-	return c
-}
-
 // clone copies b.
 func (b bitmap) clone() bitmap {
 	c := make(bitmap, len(b))

@@ -160,9 +160,6 @@ func (p *Pager) Add(r Region) error {
 			return fmt.Errorf("pager: %s: an isolated pager serves only Mapped and Zero sources", what)
 		}
 	}
-	if r.PageSize > basePageSize && p.cfg.Prefetch.Min > 0 && p.cfg.Prefetch.Min%r.PageSize != 0 {
-		// Fine: runs are rounded up to whole huge pages.
-	}
 	reg := &region{
 		Region:  r,
 		pages:   int(r.Len / ps),
