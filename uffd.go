@@ -20,8 +20,15 @@ import (
 // All methods are safe for concurrent use. Reads are serialized (one reader
 // at a time gets whole messages); the resolving ioctls run concurrently.
 type UFFD struct {
-	f  *os.File // for reads through the poller
-	fd int      // f's descriptor, for String
+	// f is the descriptor as an *os.File, registered with the runtime's
+	// poller, for reads: made on the first ReadMessages or SyscallConn.
+	// Until then fd is not in the poller's epoll set, which every fault
+	// would otherwise wake (a pager serving on threads of its own never
+	// needs it).
+	fileMu    sync.Mutex
+	f         *os.File
+	fd        int // the descriptor
+	fdCleanup runtime.Cleanup
 
 	// ioctlFd is a duplicate of f's descriptor that the ioctls use. refs
 	// counts the ioctls using it, times two, plus one once Close was called:
@@ -42,6 +49,9 @@ type UFFD struct {
 	readMu sync.Mutex
 	rbuf   []byte
 
+	done     chan struct{} // closed by Close
+	doneOnce sync.Once
+
 	dlMu      sync.Mutex // orders context cancellation against reads
 	readSeq   uint64
 	cancelled bool
@@ -59,7 +69,6 @@ func newUFFD(fd int, features, available Feature, ioctls Ioctl, userModeOnly boo
 		return nil, &OpError{Op: "dup", Err: err}
 	}
 	u := &UFFD{
-		f:            os.NewFile(uintptr(fd), "userfaultfd"),
 		fd:           fd,
 		ioctlFd:      ioctlFd,
 		features:     features,
@@ -67,11 +76,27 @@ func newUFFD(fd int, features, available Feature, ioctls Ioctl, userModeOnly boo
 		ioctls:       ioctls,
 		userModeOnly: userModeOnly,
 		path:         path,
+		done:         make(chan struct{}),
 	}
-	// The safety net for a UFFD dropped without Close: os.File closes its
-	// own descriptor, this closes the duplicate.
+	// The safety net for a UFFD dropped without Close: these close both
+	// descriptors (once f is made, it closes its own).
 	u.cleanup = runtime.AddCleanup(u, closeFd, ioctlFd)
+	u.fdCleanup = runtime.AddCleanup(u, closeFd, fd)
 	return u, nil
+}
+
+// file returns f, making it on first use.
+func (u *UFFD) file() (*os.File, error) {
+	u.fileMu.Lock()
+	defer u.fileMu.Unlock()
+	if u.isClosed() {
+		return nil, ErrClosed
+	}
+	if u.f == nil {
+		u.fdCleanup.Stop()
+		u.f = os.NewFile(uintptr(u.fd), "userfaultfd")
+	}
+	return u.f, nil
 }
 
 // Features returns the features enabled on this userfaultfd.
@@ -103,11 +128,16 @@ func (u *UFFD) String() string {
 // SyscallConn gives raw access to the descriptor, for passing it to another
 // process (SCM_RIGHTS) or to poll it yourself. Do not close it or change
 // its flags.
+//
+// The descriptor is then registered with the runtime's poller, whose
+// thread every fault wakes from then on: to hand the userfaultfd to
+// threads or processes of your own, prefer Dup.
 func (u *UFFD) SyscallConn() (syscall.RawConn, error) {
-	if u.isClosed() {
-		return nil, ErrClosed
+	f, err := u.file()
+	if err != nil {
+		return nil, err
 	}
-	return u.f.SyscallConn()
+	return f.SyscallConn()
 }
 
 // Close releases the userfaultfd. It unblocks a pending read, which returns
@@ -122,14 +152,47 @@ func (u *UFFD) Close() error {
 	if old&1 != 0 {
 		return nil
 	}
+	u.doneOnce.Do(func() { close(u.done) })
 	if old == 0 {
 		u.closeIoctlFd()
 	}
-	err := u.f.Close() // wakes a reader parked in the poller
+	u.fileMu.Lock()
+	var err error
+	if u.f != nil {
+		err = u.f.Close() // wakes a reader parked in the poller
+	} else {
+		u.fdCleanup.Stop()
+		closeFd(u.fd)
+	}
+	u.fileMu.Unlock()
 	if err != nil {
 		return &OpError{Op: "close", Err: err}
 	}
 	return nil
+}
+
+// Done returns a channel that is closed when Close is called, for code that
+// serves the descriptor on threads of its own and must stop when it is
+// closed (package pager).
+func (u *UFFD) Done() <-chan struct{} { return u.done }
+
+// Dup returns a new descriptor of the same userfaultfd, close-on-exec,
+// which the caller owns and must close: for threads of your own that block
+// in read(2) or epoll(7) on it (it is not registered with the Go runtime's
+// poller), or for handing to another process. The userfaultfd lives on
+// while any of its descriptors is open, so closing u alone then does not
+// unregister its ranges. It returns ErrClosed after Close.
+func (u *UFFD) Dup() (int, error) {
+	if u.refs.Add(2)&1 != 0 {
+		u.release()
+		return -1, ErrClosed
+	}
+	fd, err := dupFd(u.ioctlFd)
+	u.release()
+	if err != nil {
+		return -1, &OpError{Op: "dup", Err: err}
+	}
+	return fd, nil
 }
 
 // ioctl runs one userfaultfd ioctl. It allocates nothing and takes no lock.
@@ -183,6 +246,10 @@ func (u *UFFD) ReadMessages(ctx context.Context, msgs []Message) (int, error) {
 	if u.isClosed() {
 		return 0, ErrClosed
 	}
+	f, err := u.file()
+	if err != nil {
+		return 0, err
+	}
 	u.readMu.Lock()
 	defer u.readMu.Unlock()
 	want := len(msgs) * MessageSize
@@ -192,11 +259,10 @@ func (u *UFFD) ReadMessages(ctx context.Context, msgs []Message) (int, error) {
 	buf := u.rbuf[:want]
 
 	var n int
-	var err error
 	if ctx.Done() == nil {
-		n, err = u.f.Read(buf)
+		n, err = f.Read(buf)
 	} else {
-		n, err = u.readCancellable(ctx, buf)
+		n, err = u.readCancellable(ctx, f, buf)
 	}
 	if err != nil {
 		switch {
@@ -210,7 +276,7 @@ func (u *UFFD) ReadMessages(ctx context.Context, msgs []Message) (int, error) {
 	return u.decode(buf[:n], msgs)
 }
 
-func (u *UFFD) readCancellable(ctx context.Context, buf []byte) (int, error) {
+func (u *UFFD) readCancellable(ctx context.Context, f *os.File, buf []byte) (int, error) {
 	u.dlMu.Lock()
 	u.readSeq++
 	seq := u.readSeq
@@ -219,17 +285,17 @@ func (u *UFFD) readCancellable(ctx context.Context, buf []byte) (int, error) {
 		u.dlMu.Lock()
 		if u.readSeq == seq {
 			u.cancelled = true
-			u.f.SetReadDeadline(aLongTimeAgo)
+			f.SetReadDeadline(aLongTimeAgo)
 		}
 		u.dlMu.Unlock()
 	})
-	n, err := u.f.Read(buf)
+	n, err := f.Read(buf)
 	stop()
 	u.dlMu.Lock()
 	u.readSeq++
 	if u.cancelled {
 		u.cancelled = false
-		u.f.SetReadDeadline(time.Time{})
+		f.SetReadDeadline(time.Time{})
 	}
 	u.dlMu.Unlock()
 	return n, err

@@ -31,7 +31,10 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	p := pager.New(u, pager.Config{Prefetch: pager.Adaptive()})
+	p, err := pager.New(u, pager.Config{Prefetch: pager.Adaptive()})
+	if err != nil {
+		log.Fatal(err)
+	}
 	if err := p.Add(pager.Region{Start: m.Addr(), Len: m.Len(), Source: pager.Image(image)}); err != nil {
 		log.Fatal(err)
 	}

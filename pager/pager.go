@@ -1,145 +1,84 @@
 package pager
 
 import (
-	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/gouffd/uffd"
 )
 
-// state is the bookkeeping of one registered range's pages. Regions split
-// by events share it, each with its own base index.
-type state struct {
-	claimed bitmap // resolved, or being resolved by someone
-	done    bitmap // resolved
-	zero    bitmap // removed by the process: the next fault gets zeroes
-}
-
-func newState(pages int) *state {
-	return &state{claimed: newBitmap(pages), done: newBitmap(pages), zero: newBitmap(pages)}
-}
-
-func (s *state) clone() *state {
-	return &state{claimed: s.done.clone(), done: s.done.clone(), zero: s.zero.clone()}
-}
-
-// region is a Region as served: its place in the faulting process may
-// change with REMAP events, its state stays.
-type region struct {
-	Region
-	st      *state
-	base    int // index of Start's page in st
-	pages   int
-	shift   uint
-	psize   uintptr
-	src     []byte // Mapped contents from Offset, or nil
-	zeroSrc bool
-	huge    bool // no UFFDIO_ZEROPAGE
-}
-
-func (r *region) end() uintptr { return r.Start + r.Len }
-
 // Pager serves the faults of the regions added to it on one userfaultfd.
+// Its methods are safe for concurrent use.
 type Pager struct {
-	u       *uffd.UFFD
-	cfg     Config
-	events  bool // the userfaultfd reports layout changes: order resolves against them
-	poison  bool
-	removes bool // the process's drops are reported (FeatureEventRemove)
+	u      *uffd.UFFD
+	cfg    Config
+	events bool // the userfaultfd reports layout changes
+	poison bool // UFFDIO_POISON is available
 
-	// layout is the sorted list of regions, replaced whole on change so
-	// that the fault path reads it without a lock.
-	layoutMu  sync.Mutex
-	layout    atomic.Pointer[[]*region]
-	layoutGen atomic.Uint64 // changes with every layout change after Add
-	moved     atomic.Bool   // an UNMAP or REMAP was seen
+	mu      sync.Mutex
+	regions []*source // by id, as added; events split regions, never sources
 
-	// evMu orders resolves against events: readers hold it exclusively
-	// while they read the descriptor and apply events, resolvers share it
-	// from choosing a page's contents to the ioctl's return. A copy chosen
-	// before an event was read thus lands before the process that caused
-	// the event resumes.
-	evMu sync.RWMutex
-
-	pending atomic.Int32 // faults read and not yet resolved: the fill yields
-	stats   counters
-
-	zeroMu   sync.Mutex
-	zeroPage []byte // a huge page of zeroes, for hugetlbfs
-
+	sys     *sysPager
 	serving atomic.Bool
+	ready   chan struct{}
+	once    sync.Once
 }
 
-// New returns a Pager for u. It does not take ownership of u.
-func New(u *uffd.UFFD, cfg Config) *Pager {
+// source is a region as added, and what the engine needs of its source.
+type source struct {
+	Region
+	fetcher Fetcher // nil unless the source is one
+}
+
+var basePageSize = os.Getpagesize()
+
+// New returns a Pager for u with the configuration cfg, or an error when
+// cfg makes no sense. It does not take ownership of u. It fails with an
+// error matching uffd.ErrNotSupported in builds without cgo (the engine is
+// C) and off Linux.
+func New(u *uffd.UFFD, cfg Config) (*Pager, error) {
+	if u == nil {
+		return nil, errors.New("pager: New: no userfaultfd")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	p := &Pager{
-		u:       u,
-		cfg:     cfg,
-		events:  u.Features()&(uffd.FeatureEventRemove|uffd.FeatureEventUnmap|uffd.FeatureEventRemap|uffd.FeatureEventFork) != 0,
-		poison:  u.Features().Has(uffd.FeaturePoison),
-		removes: u.Features().Has(uffd.FeatureEventRemove),
+		u:      u,
+		cfg:    cfg,
+		events: u.Features()&eventFeatures != 0,
+		poison: u.Features().Has(uffd.FeaturePoison),
+		ready:  make(chan struct{}),
 	}
-	if p.cfg.Workers <= 0 {
-		p.cfg.Workers = 1
+	if err := p.newSys(); err != nil {
+		return nil, err
 	}
-	switch {
-	case p.cfg.SpinReads == 0:
-		p.cfg.SpinReads = DefaultSpinReads
-	case p.cfg.SpinReads < 0:
-		p.cfg.SpinReads = 0
-	}
-	if p.cfg.FillChunk <= 0 {
-		p.cfg.FillChunk = DefaultFillChunk
-	}
-	if p.cfg.Retry.Attempts <= 0 {
-		p.cfg.Retry.Attempts = 5
-	}
-	if p.cfg.Retry.Backoff <= 0 {
-		p.cfg.Retry.Backoff = 1e6
-	}
-	if p.cfg.Retry.MaxBackoff <= 0 {
-		p.cfg.Retry.MaxBackoff = 1e9
-	}
-	empty := []*region{}
-	p.layout.Store(&empty)
-	return p
+	return p, nil
 }
 
 // UFFD returns the userfaultfd the pager serves.
 func (p *Pager) UFFD() *uffd.UFFD { return p.u }
 
-// Stats returns a snapshot of the counters.
-func (p *Pager) Stats() Stats { return p.stats.snapshot() }
+// Config returns the pager's configuration, with defaults filled in.
+func (p *Pager) Config() Config { return p.cfg }
 
-// Regions returns the regions as they are now in the faulting process:
-// REMAP events move them, UNMAP events cut them.
-func (p *Pager) Regions() []Region {
-	l := *p.layout.Load()
-	out := make([]Region, len(l))
-	for i, r := range l {
-		out[i] = r.Region
-	}
-	return out
-}
-
-var basePageSize = os.Getpagesize()
+// Serving returns a channel that is closed once Serve serves: the engine
+// has the userfaultfd, and faults from then on are resolved. Faults raised
+// before that wait in the userfaultfd and are served then.
+func (p *Pager) Serving() <-chan struct{} { return p.ready }
 
 // Add adds a region. It checks that the region is aligned to its page
-// size, lies within its source and overlaps no other region.
+// size, lies within its source and overlaps no other region. Regions may
+// be added while Serve runs; faults there that came before are served then.
 func (p *Pager) Add(r Region) error {
 	if r.PageSize == 0 {
 		r.PageSize = basePageSize
 	}
-	what := r.Name
-	if what == "" {
-		what = fmt.Sprintf("region %#x+%#x", r.Start, r.Len)
-	}
+	what := r.label()
 	ps := uintptr(r.PageSize)
 	switch {
 	case r.PageSize < basePageSize || r.PageSize&(r.PageSize-1) != 0:
@@ -154,115 +93,46 @@ func (p *Pager) Add(r Region) error {
 		return fmt.Errorf("pager: %s: no source", what)
 	case r.Offset < 0 || r.Offset > r.Source.Size() || int64(r.Len) > r.Source.Size()-r.Offset:
 		return fmt.Errorf("pager: %s: %d bytes at offset %d lie outside the source's %d bytes", what, r.Len, r.Offset, r.Source.Size())
+	case r.OnError != PoisonOnError && r.OnError != WaitOnError:
+		return fmt.Errorf("pager: %s: unknown error policy %d", what, int(r.OnError))
 	}
-	if p.cfg.Isolated {
-		if _, ok := r.Source.(Mapped); !ok && !isZero(r.Source) {
-			return fmt.Errorf("pager: %s: an isolated pager serves only Mapped and Zero sources", what)
+	s := &source{Region: r}
+	if f, ok := r.Source.(Fetcher); ok {
+		st := f.State()
+		if err := st.validate(f.Size()); err != nil {
+			return fmt.Errorf("%w (%s)", err, what)
 		}
+		if r.Offset%4096 != 0 {
+			return fmt.Errorf("pager: %s: offset %d in a fetched source must be a multiple of 4096", what, r.Offset)
+		}
+		s.fetcher = f
 	}
-	reg := &region{
-		Region:  r,
-		pages:   int(r.Len / ps),
-		psize:   ps,
-		huge:    r.PageSize > basePageSize,
-		zeroSrc: isZero(r.Source),
-	}
-	for reg.shift = 0; uintptr(1)<<reg.shift < ps; reg.shift++ {
-	}
-	reg.st = newState(reg.pages)
-	if m, ok := r.Source.(Mapped); ok {
-		reg.src = m.Bytes()[r.Offset : r.Offset+int64(r.Len)]
-	}
-	p.layoutMu.Lock()
-	defer p.layoutMu.Unlock()
-	old := *p.layout.Load()
-	for _, o := range old {
-		if r.Start < o.end() && o.Start < r.Start+r.Len {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, o := range p.regionsLocked() {
+		if r.Start < o.Start+o.Len && o.Start < r.Start+r.Len {
 			return fmt.Errorf("pager: %s overlaps %s (%#x+%#x)", what, o.label(), o.Start, o.Len)
 		}
 	}
-	if p.cfg.Isolated && isolatedAdd != nil {
-		if err := isolatedAdd(p, reg); err != nil {
-			return err
-		}
+	if err := p.sysAdd(s, len(p.regions)); err != nil {
+		return fmt.Errorf("pager: %s: %w", what, err)
 	}
-	l := append(slices.Clone(old), reg)
-	sortLayout(l)
-	p.layout.Store(&l)
+	p.regions = append(p.regions, s)
 	return nil
 }
 
-func (r *region) label() string {
-	if r.Name != "" {
-		return r.Name
+// region returns the source of id.
+func (p *Pager) region(id int) *source {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if id < 0 || id >= len(p.regions) {
+		return nil
 	}
-	return fmt.Sprintf("region %#x+%#x", r.Start, r.Len)
+	return p.regions[id]
 }
-
-// lookup returns the region holding addr, or nil.
-func (p *Pager) lookup(addr uintptr) *region {
-	l := *p.layout.Load()
-	lo, hi := 0, len(l)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if l[m].end() <= addr {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	if lo < len(l) && l[lo].Start <= addr {
-		return l[lo]
-	}
-	return nil
-}
-
-// Resolved reports whether the page holding addr was resolved.
-func (p *Pager) Resolved(addr uintptr) bool {
-	r := p.lookup(addr)
-	if r == nil {
-		return false
-	}
-	return r.st.done.get(r.base + int((addr-r.Start)>>r.shift))
-}
-
-// serveCtx holds what one call of Serve shares with its goroutines.
-type serveCtx struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // retries, fill, children
-	efd    int            // ReaderThread's shutdown eventfd
-}
-
-// ErrServing is returned by Serve when the Pager is already serving.
-var ErrServing = errors.New("pager: Serve is already running")
-
-// serveIsolated is the isolated mode's engine, when built with cgo.
-var serveIsolated func(ctx context.Context, p *Pager) error
-
-// ErrNoIsolation is returned by Serve with Config.Isolated in a build
-// without cgo.
-var ErrNoIsolation = errors.New("pager: Config.Isolated needs a build with cgo")
-
-// errOutside reports a fault in no region.
-type outsideError struct{ addr uintptr }
-
-func (e *outsideError) Error() string {
-	return fmt.Sprintf("pager: fault at %#x is in no region; the thread is left waiting", e.addr)
-}
-
-// ErrOutside matches the errors reported for faults in no region.
-var ErrOutside = errors.New("pager: fault in no region")
-
-func (e *outsideError) Is(target error) bool { return target == ErrOutside }
 
 func (p *Pager) report(err error) {
 	if p.cfg.OnError != nil {
 		p.cfg.OnError(err)
 	}
-}
-
-// sortLayout sorts regions by address.
-func sortLayout(l []*region) {
-	slices.SortFunc(l, func(a, b *region) int { return cmp.Compare(a.Start, b.Start) })
 }

@@ -1,7 +1,6 @@
 package pager
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -91,30 +90,31 @@ type File struct {
 func OpenFile(path string) (*File, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pager: %w", err)
 	}
 	defer f.Close()
 	return MapFile(f)
 }
 
-// MapFile maps f, which the caller may close afterwards.
+// MapFile maps f, which the caller may close afterwards. An empty file is
+// an error: there is nothing to serve from it.
 func MapFile(f *os.File) (*File, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pager: %w", err)
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("pager: %s is not a regular file", f.Name())
 	}
 	if st.Size() == 0 {
-		return &File{name: f.Name()}, nil
+		return nil, fmt.Errorf("pager: %s is empty", f.Name())
 	}
 	if st.Size() != int64(int(st.Size())) {
 		return nil, fmt.Errorf("pager: %s: %d bytes do not fit in the address space", f.Name(), st.Size())
 	}
 	data, err := mapFile(f, int(st.Size()))
 	if err != nil {
-		return nil, &os.PathError{Op: "mmap", Path: f.Name(), Err: err}
+		return nil, fmt.Errorf("pager: %w", &os.PathError{Op: "mmap", Path: f.Name(), Err: err})
 	}
 	return &File{name: f.Name(), data: data}, nil
 }
@@ -166,5 +166,79 @@ func (s funcSource) ReadAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// ErrSource wraps the last error of a source read that failed every retry.
-var ErrSource = errors.New("pager: source read failed")
+// Fetcher is a Source whose bytes arrive over time into memory: a remote
+// image fetched into a cache file that is mapped, for instance. The
+// engine's fault path copies straight from that memory, without calling
+// Go, once a page's bytes are there, and asks Fetch for the pages that are
+// not.
+type Fetcher interface {
+	Source
+	// State returns the memory and the bits the engine reads. They must
+	// stay valid (and at the same addresses) for as long as the source is
+	// used.
+	State() CacheState
+	// Fetch asks for the bytes [off, off+n), page-aligned. It returns at
+	// once; urgent requests (a thread waits) overtake the others. arrived
+	// is called, from any goroutine, as sub-ranges become present (their
+	// Present bits already set), so that a waiting page is installed as
+	// soon as its own bytes are there, and with a non-nil error for a
+	// range that cannot be had; the pager then retries per Config.Retry
+	// and applies the region's ErrorPolicy.
+	Fetch(off, n int64, urgent bool, arrived func(off, n int64, err error))
+}
+
+// CacheState is the memory of a Fetcher and the state the engine reads
+// with atomic operations, shared with the code that fills it (possibly
+// other processes, through shared mappings).
+type CacheState struct {
+	// Data holds the whole source.
+	Data []byte
+	// Present has one bit per 4 KiB page of Data (bit i%64 of word i/64),
+	// set only once the page's bytes are in Data.
+	Present []uint64
+	// Zero, optional, has one bit per 4 KiB page known to be all zeroes:
+	// such pages are never fetched and are installed with UFFDIO_ZEROPAGE.
+	Zero []uint64
+	// Pins has a count per chunk of 1<<ChunkShift bytes. The engine
+	// increments a chunk's count, then checks Present, copies, and
+	// decrements. To evict a chunk, clear its Present bits first, then
+	// wait for its count to be zero before dropping its bytes.
+	Pins       []int32
+	ChunkShift uint
+}
+
+func (s *CacheState) validate(size int64) error {
+	pages := (size + 4095) >> 12
+	switch {
+	case int64(len(s.Data)) < size:
+		return fmt.Errorf("pager: cache: %d bytes of data for a source of %d", len(s.Data), size)
+	case int64(len(s.Present))*64 < pages:
+		return fmt.Errorf("pager: cache: %d presence words for %d pages", len(s.Present), pages)
+	case s.Zero != nil && int64(len(s.Zero))*64 < pages:
+		return fmt.Errorf("pager: cache: %d zero words for %d pages", len(s.Zero), pages)
+	case s.ChunkShift < 12 || s.ChunkShift > 40:
+		return fmt.Errorf("pager: cache: chunk shift %d: want 12..40", s.ChunkShift)
+	case int64(len(s.Pins)) < (size+(1<<s.ChunkShift)-1)>>s.ChunkShift:
+		return fmt.Errorf("pager: cache: %d pin counts for %d chunks", len(s.Pins), (size+(1<<s.ChunkShift)-1)>>s.ChunkShift)
+	}
+	return nil
+}
+
+// sourceKind names a source's kind, for logs.
+func sourceKind(s Source) string {
+	switch s.(type) {
+	case nil:
+		return "no source"
+	case zeroSource:
+		return "zeroes"
+	case *File:
+		return "file"
+	case image:
+		return "image"
+	case Fetcher:
+		return "fetched"
+	case Mapped:
+		return "mapped"
+	}
+	return "reader"
+}

@@ -1,10 +1,6 @@
 package pager
 
-import (
-	"math/bits"
-	"sync/atomic"
-	"time"
-)
+import "time"
 
 // HistogramBuckets is the number of buckets of a latency Histogram.
 const HistogramBuckets = 40
@@ -76,35 +72,28 @@ type Stats struct {
 	Latency Histogram
 }
 
-// counters are the live Stats, updated atomically.
-type counters struct {
-	faults, pages, bytes, prefetched, filled, zeroed, exists atomic.Uint64
-	retries, sourceErrors, poisoned, outside                 atomic.Uint64
-	removes, unmaps, remaps, forks                           atomic.Uint64
-	latency                                                  [HistogramBuckets]atomic.Uint64
-}
+// The counters are updated right after each ioctl returns, so a faulting
+// thread can see its page an instant before Stats counts it; once Serve
+// has returned they are exact.
 
-func (c *counters) observe(d time.Duration) {
-	i := 0
-	if d > 0 {
-		i = bits.Len64(uint64(d)) - 1
+// Add adds o's counts to s (to sum the Stats of several pagers).
+func (s *Stats) Add(o Stats) {
+	s.Faults += o.Faults
+	s.Pages += o.Pages
+	s.Bytes += o.Bytes
+	s.Prefetched += o.Prefetched
+	s.Filled += o.Filled
+	s.Zeroed += o.Zeroed
+	s.Exists += o.Exists
+	s.Retries += o.Retries
+	s.SourceErrors += o.SourceErrors
+	s.Poisoned += o.Poisoned
+	s.Outside += o.Outside
+	s.Removes += o.Removes
+	s.Unmaps += o.Unmaps
+	s.Remaps += o.Remaps
+	s.Forks += o.Forks
+	for i := range s.Latency.Buckets {
+		s.Latency.Buckets[i] += o.Latency.Buckets[i]
 	}
-	if i >= HistogramBuckets {
-		i = HistogramBuckets - 1
-	}
-	c.latency[i].Add(1)
-}
-
-func (c *counters) snapshot() Stats {
-	s := Stats{
-		Faults: c.faults.Load(), Pages: c.pages.Load(), Bytes: c.bytes.Load(),
-		Prefetched: c.prefetched.Load(), Filled: c.filled.Load(), Zeroed: c.zeroed.Load(),
-		Exists: c.exists.Load(), Retries: c.retries.Load(), SourceErrors: c.sourceErrors.Load(),
-		Poisoned: c.poisoned.Load(), Outside: c.outside.Load(),
-		Removes: c.removes.Load(), Unmaps: c.unmaps.Load(), Remaps: c.remaps.Load(), Forks: c.forks.Load(),
-	}
-	for i := range c.latency {
-		s.Latency.Buckets[i] = c.latency[i].Load()
-	}
-	return s
 }

@@ -1,20 +1,22 @@
 package pager_test
 
 import (
-	"unsafe"
-
 	"testing"
 
 	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 )
 
-func testutilReserve(t *testing.T, size int) {
+// testutilReserve reserves the huge pages a mapping of kind needs: a
+// private hugetlb mapping and its shared alias take twice its size.
+func testutilReserve(t *testing.T, kind mem.Kind, size int) {
 	hp, err := mem.HugePageSize()
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.ReserveHugePages(t, size/hp+2)
+	n := size / hp
+	if kind == mem.HugetlbPrivate {
+		n *= 2
+	}
+	testutil.ReserveHugePages(t, n+2)
 }
-
-func unsafeAddr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }

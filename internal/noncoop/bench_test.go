@@ -38,7 +38,7 @@ func benchEventResume(b *testing.B, which string, registered bool) {
 		mode = 0
 	}
 	u, l := h.setup(mem.Anonymous, 4, layoutEvents, mode)
-	p := pager.New(u, pager.Config{})
+	p := newPager(b, u, pager.Config{})
 	if err := p.Add(pager.Region{Start: l.Area, Len: uintptr(l.Len), Source: pager.Zero(int64(l.Len))}); err != nil {
 		b.Fatal(err)
 	}
