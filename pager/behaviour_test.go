@@ -204,7 +204,9 @@ type flaky struct {
 	seen  map[int64]int
 }
 
-func newFlaky(img []byte, fails int) *flaky { return &flaky{img: img, fails: fails, seen: map[int64]int{}} }
+func newFlaky(img []byte, fails int) *flaky {
+	return &flaky{img: img, fails: fails, seen: map[int64]int{}}
+}
 
 func (f *flaky) Size() int64 { return int64(len(f.img)) }
 func (f *flaky) ReadAt(b []byte, off int64) (int, error) {

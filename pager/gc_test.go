@@ -178,4 +178,3 @@ func gcRound(t *testing.T, e engine, img []byte) pager.Stats {
 	}
 	return st
 }
-
