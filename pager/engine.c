@@ -744,26 +744,22 @@ static void fault(pg_thread *th, pg_pager *p, uint64_t addr, uint64_t t0) {
 	}
 	trace_fault(p, page_addr(r, i));
 	int64_t back = lo < i ? bm_claim_back(r->st->claimed, idx, r->base + lo) : 0;
+	if (ahead > 0 && n == hi - i) {
+		// A sequential stream: the next window goes to another CPU
+		// first, so that it is resolved while this one is.
+		int64_t k = bm_claim(r->st->claimed, r->base + i + n, ahead);
+		if (k > 0) {
+			pg_req q;
+			int go = r->src == PG_SRC_GO || r->src == PG_SRC_CACHE;
+			fill_req(&q, r, r->src == PG_SRC_GO ? PG_REQ_READ : PG_REQ_FETCH, i + n, i + n + k, -1, t0, 0);
+			if (!go) post_ahead(th, p, &q);
+			else if (push_req(p, &q)) bm_clear(r->st->claimed, r->base + i + n, k);
+		}
+	}
 	inst in = {.p = p, .r = r, .f = i, .t0 = t0, .count = C_FAULT};
 	int64_t at = i + n;
 	int out = install(&in, i - back, i + n, &at);
 	switch (out) {
-	case PG_OK:
-		if (ahead > 0 && n == hi - i) {
-			int64_t k = bm_claim(r->st->claimed, r->base + i + n, ahead);
-			if (k > 0) {
-				pg_req q;
-				fill_req(&q, r, r->src == PG_SRC_GO ? PG_REQ_READ : r->src == PG_SRC_CACHE ? PG_REQ_FETCH : 0, i + n, i + n + k, -1, t0, 0);
-				if (r->src == PG_SRC_GO || r->src == PG_SRC_CACHE) {
-					if (push_req(p, &q)) {
-						bm_clear(r->st->claimed, r->base + i + n, k);
-					}
-				} else {
-					post_ahead(th, p, &q);
-				}
-			}
-		}
-		break;
 	case PG_NEED:
 	case PG_SRCERR:
 		to_go(p, r, out, in.err, at, i + n, i, t0, at <= i);
@@ -1734,6 +1730,12 @@ int pg_install_req(pg_pager *p, const pg_req *q, const char *buf, uint64_t *at) 
 	int out = do_req(p, q, buf, q->fault ? C_FAULT : q->t0 ? C_AHEAD : C_FILL, 0, at, &err);
 	pthread_rwlock_unlock(&p->lock);
 	return out;
+}
+
+void pg_unclaim_req(pg_pager *p, const pg_req *q) {
+	pthread_rwlock_rdlock(&p->lock);
+	bm_clear(q->st->claimed, q->idx, (int64_t)(q->len / q->psize));
+	pthread_rwlock_unlock(&p->lock);
 }
 
 void pg_release_req(pg_pager *p, const pg_req *q) {

@@ -118,6 +118,7 @@ int64_t pg_pending(pg_pager *p);
 
 int pg_install_req(pg_pager *p, const pg_req *q, const char *buf, uint64_t *at);
 void pg_release_req(pg_pager *p, const pg_req *q);
+void pg_unclaim_req(pg_pager *p, const pg_req *q);
 int pg_poison_req(pg_pager *p, const pg_req *q);
 void pg_count(pg_pager *p, uint64_t retries, uint64_t source_errors);
 int pg_resolve(pg_pager *p, uint64_t *addr, uint64_t end, uint64_t chunk, pg_req *q);

@@ -319,8 +319,12 @@ func (s *serve) arrived(f *fetching, off, n int64, err error) {
 	if lo >= hi {
 		return
 	}
+	if !s.enter() {
+		return // Serve ended: the request was released
+	}
+	defer s.exit()
 	p.sys.mu.Lock()
-	live := p.sys.fetches[f] && p.sys.cur == s
+	live := p.sys.fetches[f]
 	if live {
 		f.left -= hi - lo
 		if f.left <= 0 {
@@ -329,7 +333,7 @@ func (s *serve) arrived(f *fetching, off, n int64, err error) {
 	}
 	p.sys.mu.Unlock()
 	if !live {
-		return // Serve ended: the request was released
+		return
 	}
 	// The whole pages of the request that [lo, hi) touches.
 	a := (lo - int64(q.off)) / ps * ps
@@ -366,7 +370,9 @@ func (s *serve) releaseFetches() {
 // Resolving ranges: the fill, and Resolve.
 
 // resolve installs the pages of [start, end) that no one resolved, chunk
-// bytes at a time. yield: wait while a fault is pending (the fill).
+// bytes at a time. yield: wait while a fault is pending (the fill). It may
+// run outside Serve's goroutines (Resolve): the engine's descriptor is
+// used between enter and exit only, never across a source read.
 func (s *serve) resolve(ctx context.Context, start, end uintptr, chunk int, yield bool) error {
 	p := s.p
 	c := p.sys.c
@@ -384,11 +390,13 @@ func (s *serve) resolve(ctx context.Context, start, end uintptr, chunk int, yiel
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if s.ctx.Err() != nil {
+		var q C.pg_req
+		if !s.enter() {
 			return ErrNotServing
 		}
-		var q C.pg_req
-		switch out := C.pg_resolve(c, &a, C.uint64_t(end), C.uint64_t(chunk), &q); out {
+		out := C.pg_resolve(c, &a, C.uint64_t(end), C.uint64_t(chunk), &q)
+		s.exit()
+		switch out {
 		case C.PG_OK:
 			return nil
 		case C.PG_NEED:
@@ -403,7 +411,7 @@ func (s *serve) resolve(ctx context.Context, start, end uintptr, chunk int, yiel
 			}
 			got, err := src.Source.ReadAt(buf[:n], int64(q.off))
 			if got < n {
-				C.pg_release_req(c, &q)
+				s.release(&q)
 				if err == nil {
 					err = io.ErrUnexpectedEOF
 				}
@@ -414,10 +422,15 @@ func (s *serve) resolve(ctx context.Context, start, end uintptr, chunk int, yiel
 				p.report(serr)
 				continue
 			}
+			if !s.enter() {
+				s.release(&q)
+				return ErrNotServing
+			}
 			var at C.uint64_t
 			C.pg_install_req(c, &q, (*C.char)(unsafe.Pointer(&buf[0])), &at)
+			s.exit()
 		case C.PG_SRCERR:
-			C.pg_release_req(c, &q)
+			s.release(&q)
 			src := p.region(int(q.id))
 			serr := &SourceError{Region: src.label(), Offset: int64(q.off), Len: int(q.len), Err: syscall.Errno(q.err)}
 			if !yield {

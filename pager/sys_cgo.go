@@ -43,6 +43,8 @@ package pager
 #cgo nocallback pg_install_req
 #cgo noescape pg_release_req
 #cgo nocallback pg_release_req
+#cgo noescape pg_unclaim_req
+#cgo nocallback pg_unclaim_req
 #cgo noescape pg_poison_req
 #cgo nocallback pg_poison_req
 #cgo noescape pg_count
@@ -337,6 +339,12 @@ type serve struct {
 	q     queue
 	retry retryQueue
 
+	// users is held shared by callers from outside Serve's goroutines
+	// that use the engine's descriptor (Resolve, a Fetcher's callbacks),
+	// and exclusively by Serve before it closes it; ended says it did.
+	users sync.RWMutex
+	ended bool
+
 	// drain's buffers, allocated once.
 	reqs  [64]C.pg_req
 	errs  [64]C.pg_err
@@ -425,6 +433,9 @@ func (s *serve) run() error {
 	s.retry.shut()
 	s.nf.SetReadDeadline(time.Unix(1, 0))
 	s.wg.Wait()
+	s.users.Lock()
+	s.ended = true
+	s.users.Unlock()
 	// What Go still held, and what the engine left for Go, goes back:
 	// its threads fault again, for the next Serve.
 	s.q.releaseAll(p)
@@ -439,6 +450,31 @@ func (s *serve) run() error {
 		return err
 	}
 	return nil
+}
+
+// enter lets a caller from outside Serve's goroutines use the engine's
+// descriptor, until exit; false once Serve ended.
+func (s *serve) enter() bool {
+	s.users.RLock()
+	if s.ended {
+		s.users.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (s *serve) exit() { s.users.RUnlock() }
+
+// release gives back the pages of a request and wakes their threads, from
+// anywhere: once Serve ended, through the userfaultfd itself.
+func (s *serve) release(q *C.pg_req) {
+	if s.enter() {
+		C.pg_release_req(s.p.sys.c, q)
+		s.exit()
+		return
+	}
+	C.pg_unclaim_req(s.p.sys.c, q)
+	s.p.u.Wake(uintptr(q.addr), uintptr(q.len))
 }
 
 func (s *serve) go_(fn func()) {
@@ -565,6 +601,8 @@ func (s *serve) fork(c *C.pg_pager, fd int, final bool) {
 		u.Close()
 		return
 	}
+	// Served here: on this Serve's engine, which outlives it.
+	child.cfg.Engine = s.eng
 	s.go_(func() {
 		defer u.Close()
 		if err := child.Serve(s.ctx); err != nil {
