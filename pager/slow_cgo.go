@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -297,16 +298,65 @@ type fetching struct {
 func (s *serve) fetch(it item) {
 	p := s.p
 	src := p.region(int(it.q.id))
-	f := &fetching{it: it, left: int64(it.q.len)}
-	p.sys.mu.Lock()
-	if p.sys.fetches == nil {
-		p.sys.fetches = map[*fetching]bool{}
+	zero := src.fetcher.State().Zero
+	q := it.q
+	ps := int64(q.psize)
+	// isZero: every 4 KiB page of the request's page at o is known zero.
+	isZero := func(o int64) bool {
+		if zero == nil {
+			return false
+		}
+		for b := o >> 12; b < (o+ps)>>12; b++ {
+			if atomic.LoadUint64(&zero[b/64])&(1<<(b%64)) == 0 {
+				return false
+			}
+		}
+		return true
 	}
-	p.sys.fetches[f] = true
-	p.sys.mu.Unlock()
-	src.fetcher.Fetch(int64(it.q.off), int64(it.q.len), it.q.urgent != 0, func(off, n int64, err error) {
-		s.arrived(f, off, n, err)
-	})
+	// Runs of known zeroes are installed now (the engine zero-fills
+	// them); the others are asked for.
+	for o := int64(0); o < int64(q.len); {
+		z := isZero(int64(q.off) + o)
+		e := o + ps
+		for e < int64(q.len) && isZero(int64(q.off)+e) == z {
+			e += ps
+		}
+		sub := subReq(q, o, e)
+		if z {
+			if s.enter() {
+				var at C.uint64_t
+				C.pg_install_req(p.sys.c, &sub, nil, &at)
+				s.exit()
+			} else {
+				s.release(&sub)
+			}
+		} else {
+			f := &fetching{it: item{q: sub, attempt: it.attempt}, left: e - o}
+			p.sys.mu.Lock()
+			if p.sys.fetches == nil {
+				p.sys.fetches = map[*fetching]bool{}
+			}
+			p.sys.fetches[f] = true
+			p.sys.mu.Unlock()
+			src.fetcher.Fetch(int64(sub.off), int64(sub.len), sub.urgent != 0, func(off, n int64, err error) {
+				s.arrived(f, off, n, err)
+			})
+		}
+		o = e
+	}
+}
+
+// subReq returns the part [a, b) (byte offsets, whole pages) of request q.
+func subReq(q C.pg_req, a, b int64) C.pg_req {
+	sub := q
+	sub.addr += C.uint64_t(a)
+	sub.off += C.int64_t(a)
+	sub.idx += C.int64_t(a / int64(q.psize))
+	sub.len = C.uint64_t(b - a)
+	if q.fault != 0 && (uint64(q.fault) < uint64(sub.addr) || uint64(q.fault) >= uint64(sub.addr)+uint64(sub.len)) {
+		sub.fault = 0
+	}
+	return sub
 }
 
 // arrived installs what a Fetcher reports present, or retries what it
@@ -338,14 +388,7 @@ func (s *serve) arrived(f *fetching, off, n int64, err error) {
 	// The whole pages of the request that [lo, hi) touches.
 	a := (lo - int64(q.off)) / ps * ps
 	b := ((hi - int64(q.off)) + ps - 1) / ps * ps
-	sub := q
-	sub.addr += C.uint64_t(a)
-	sub.off += C.int64_t(a)
-	sub.idx += C.int64_t(a / ps)
-	sub.len = C.uint64_t(b - a)
-	if q.fault != 0 && (uint64(q.fault) < uint64(sub.addr) || uint64(q.fault) >= uint64(sub.addr)+uint64(sub.len)) {
-		sub.fault = 0
-	}
+	sub := subReq(q, a, b)
 	if err != nil {
 		it := item{q: sub, attempt: f.it.attempt}
 		s.failed(&it, err)
