@@ -76,6 +76,29 @@ type Stats struct {
 	Latency Histogram
 }
 
+// Add adds o's counters and latency histogram to s: the sum of several
+// pagers' Stats (every VM a handler served, say).
+func (s *Stats) Add(o Stats) {
+	s.Faults += o.Faults
+	s.Pages += o.Pages
+	s.Bytes += o.Bytes
+	s.Prefetched += o.Prefetched
+	s.Filled += o.Filled
+	s.Zeroed += o.Zeroed
+	s.Exists += o.Exists
+	s.Retries += o.Retries
+	s.SourceErrors += o.SourceErrors
+	s.Poisoned += o.Poisoned
+	s.Outside += o.Outside
+	s.Removes += o.Removes
+	s.Unmaps += o.Unmaps
+	s.Remaps += o.Remaps
+	s.Forks += o.Forks
+	for i, n := range o.Latency.Buckets {
+		s.Latency.Buckets[i] += n
+	}
+}
+
 // counters are the live Stats, updated atomically.
 type counters struct {
 	faults, pages, bytes, prefetched, filled, zeroed, exists atomic.Uint64
