@@ -22,7 +22,7 @@ var benchMiB = flag.Int("fc.mib", 64, "guest size of BenchmarkTouchAll, in MiB (
 // It reports the median time of a whole pass (ms/pass) and per page
 // (ns/page); compare with `ref_handler -s MiB -r 3` (and -x).
 //
-//	go test -run '^$' -bench TouchAll -benchtime 3x ./firecracker -args -fc.mib=1024
+//	go test -run '^$' -bench TouchAll -benchtime 3x ./firecracker/handler -args -fc.mib=1024
 func BenchmarkTouchAll(b *testing.B) {
 	size := *benchMiB << 20
 	dir := sockDir(b)

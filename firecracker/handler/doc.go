@@ -25,6 +25,16 @@
 // (Collector, on package pager/metrics' names) and systemd's socket
 // activation and notification. NewLogger makes its logger.
 //
+// # Logs
+//
+// One line per VM connected, rejected, handed over and ended, "prefault
+// done" and "replay done" when a VM is populated, and "stopped" with the
+// server's lifetime counters when Serve returns; debug lines for each
+// connection, handshake and memory map check. Durations are
+// time.Duration values (seconds in NewLogger's JSON). fault_p50 and
+// fault_p99 are upper bounds: the upper edge of the log2 bucket of
+// pager.Histogram that holds the percentile.
+//
 // # When the handler stops
 //
 // Firecracker keeps its own copy of the userfaultfd. When the handler dies

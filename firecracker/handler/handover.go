@@ -30,7 +30,7 @@ import (
 // comes. To restart or upgrade the handler without stopping its VMs, the
 // running instance hands everything to the new one over a UNIX socket:
 //
-//	new -> old   {"op":"takeover","version":1}
+//	new -> old   {"op":"takeover","version":2}
 //	old -> new   {"op":"listener"}             + the listening socket
 //	old -> new   {"op":"vm", ...}              + uffd, connection, pidfd   (per VM)
 //	new -> old   {"op":"ack","ok":true}                                    (per VM)
