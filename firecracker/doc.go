@@ -1,9 +1,12 @@
-// Package firecracker is a page-fault handler for Firecracker microVMs
-// restored from a snapshot with their guest memory served over
-// userfaultfd ("mem_backend": {"backend_type": "Uffd"}): the library
-// behind `uffd firecracker`.
+// Package firecracker is Firecracker's page-fault handler protocol: what
+// a handler of snapshot-restored microVMs ("mem_backend": {"backend_type":
+// "Uffd"}) receives from Firecracker, how to read it, and how to check it
+// before serving anything. It needs only the standard library,
+// golang.org/x/sys and this module's uffd and handoff packages: use it to
+// write a handler of your own. Package firecracker/handler is this
+// project's handler, the daemon behind `uffd firecracker`.
 //
-// # The protocol
+// # The handshake
 //
 // The handler listens on a UNIX stream socket. For each VM it restores,
 // Firecracker creates a userfaultfd (close-on-exec, non-blocking, with
@@ -14,34 +17,30 @@
 // userfaultfd attached as SCM_RIGHTS. The message has no length prefix and
 // no terminator; the connection stays open for the VM's life, and its
 // closing is the VM's exit. ReadHandshake reads such a message of any
-// length; SendHandshake writes one as Firecracker does (for tests and
-// tools).
+// length (through a handoff.Reader); SendHandshake writes one as
+// Firecracker does (for tests and tools).
 //
-// # Serving
+// # Checking it
 //
-// A Server serves every VM that connects, each with its own pager
-// (package pager) on its own userfaultfd, from one memory file mapped
-// once. Each handshake is checked before anything is served (Validate and
-// the peer's memory map); a bad one is logged with its reason and its
-// connection closed. A VM is served until its process exits (a pidfd, or
-// the connection's end), and its resources are then released. Three modes:
-// OnDemand, Prefault and RecordReplay.
+// ParseMappings and ReadHandshake check the syntax; Validate checks the
+// regions against each other, the memory file and the kernel's page sizes;
+// MemoryMap.Check checks them against the peer's own mappings
+// (/proc/PID/smaps: mapped, with the page size claimed, registered).
+// Every rejection is a *HandshakeError whose Reason is a short word for
+// logs and metrics.
 //
-// # When the handler stops
+// # Memory hotplug
 //
-// Firecracker keeps its own copy of the userfaultfd. When the handler dies
-// the kernel therefore neither unregisters the guest memory nor falls back
-// to zero pages: the next vCPU or device access to a page not yet served
-// blocks forever, and the guest stalls. Restarting the handler does not
-// help those VMs, since their userfaultfds went with it. To restart or
-// upgrade the handler without stalling running VMs, start the new instance
-// with Takeover against the running one's control socket (ServeControl):
-// the running instance hands over its listening socket and every VM's
-// userfaultfd, connection and state. See Handover.
+// With virtio-mem, the handshake covers the whole hotpluggable range,
+// plugged or not, and the VMM maps the unplugged part PROT_NONE until the
+// guest plugs it, with mprotect(2), which raises no userfaultfd event. A
+// handler that populates memory ahead of the guest should skip what is
+// PROT_NONE: MemoryMap.Accessible, from ReadMemoryMap (/proc/PID/maps,
+// cheap enough to re-read as it goes). Faults come only from accessible
+// memory.
 //
 // # Testing without KVM
 //
-// Package fctest is a test VMM that speaks Firecracker's side of the
-// protocol byte for byte from a process of its own: tests and the
-// benchmark (BenchmarkTouchAll) drive the handler with it.
+// Package firecracker/fctest is a test VMM that speaks Firecracker's side
+// of the protocol from a process of its own.
 package firecracker

@@ -1,6 +1,6 @@
 //go:build linux
 
-package firecracker
+package firecracker_test
 
 import (
 	"errors"
@@ -13,13 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/firecracker"
 )
 
 // TestWireFormat pins the bytes Firecracker's serde_json::to_string sends
 // for a Vec<GuestRegionUffdMapping>: compact, fields in declaration order,
 // page_size_kib holding bytes.
 func TestWireFormat(t *testing.T) {
-	ms := []Mapping{
+	ms := []firecracker.Mapping{
 		{BaseHostVirtAddr: 0x7f0000000000, Size: 0x8000000, Offset: 0, PageSize: 4096, PageSizeKiB: 4096},
 		{BaseHostVirtAddr: 0x7f1000000000, Size: 0x200000, Offset: 0x8000000, PageSize: 2097152, PageSizeKiB: 2097152},
 	}
@@ -29,7 +30,7 @@ func TestWireFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := SendHandshake(a, ms, int(f.Fd())); err != nil {
+	if err := firecracker.SendHandshake(a, ms, int(f.Fd())); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 4096)
@@ -78,36 +79,36 @@ func TestParseMappings(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		in     string
-		want   []Mapping
+		want   []firecracker.Mapping
 		reason string
 	}{
 		{"current", `[{"base_host_virt_addr":4096,"size":8192,"offset":0,"page_size":4096,"page_size_kib":4096}]`,
-			[]Mapping{{4096, 8192, 0, 4096, 4096}}, ""},
+			[]firecracker.Mapping{{4096, 8192, 0, 4096, 4096}}, ""},
 		{"v1.7 page_size_kib only, bytes", `[{"base_host_virt_addr":2097152,"size":2097152,"offset":0,"page_size_kib":2097152}]`,
-			[]Mapping{{2097152, 2097152, 0, 2097152, 2097152}}, ""},
+			[]firecracker.Mapping{{2097152, 2097152, 0, 2097152, 2097152}}, ""},
 		{"before 1.7, no page size", `[{"base_host_virt_addr":4096,"size":4096,"offset":4096}]`,
-			[]Mapping{{4096, 4096, 4096, base, base}}, ""},
+			[]firecracker.Mapping{{4096, 4096, 4096, base, base}}, ""},
 		{"unknown fields ignored, white space", " [ {\"size\":4096, \"x\":[1,{}], \"offset\":0,\"base_host_virt_addr\":8192} ] \n",
-			[]Mapping{{8192, 4096, 0, base, base}}, ""},
-		{"not JSON", `hello`, nil, ReasonJSON},
-		{"object", `{"base_host_virt_addr":1}`, nil, ReasonJSON},
-		{"null", `null`, nil, ReasonJSON},
-		{"empty", `[]`, nil, ReasonRegion},
-		{"missing offset", `[{"base_host_virt_addr":4096,"size":4096}]`, nil, ReasonJSON},
-		{"negative", `[{"base_host_virt_addr":4096,"size":-4096,"offset":0}]`, nil, ReasonJSON},
-		{"float", `[{"base_host_virt_addr":4096.5,"size":4096,"offset":0}]`, nil, ReasonJSON},
-		{"string", `[{"base_host_virt_addr":"4096","size":4096,"offset":0}]`, nil, ReasonJSON},
-		{"too big", `[{"base_host_virt_addr":18446744073709551616,"size":4096,"offset":0}]`, nil, ReasonJSON},
-		{"sizes disagree", `[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096,"page_size_kib":4}]`, nil, ReasonPageSize},
-		{"truncated", `[{"base_host_virt_addr":4096,"size":40`, nil, ReasonTruncated},
-		{"trailing", `[{"base_host_virt_addr":4096,"size":4096,"offset":0}] x`, nil, ReasonTrailing},
+			[]firecracker.Mapping{{8192, 4096, 0, base, base}}, ""},
+		{"not JSON", `hello`, nil, firecracker.ReasonJSON},
+		{"object", `{"base_host_virt_addr":1}`, nil, firecracker.ReasonJSON},
+		{"null", `null`, nil, firecracker.ReasonJSON},
+		{"empty", `[]`, nil, firecracker.ReasonRegion},
+		{"missing offset", `[{"base_host_virt_addr":4096,"size":4096}]`, nil, firecracker.ReasonJSON},
+		{"negative", `[{"base_host_virt_addr":4096,"size":-4096,"offset":0}]`, nil, firecracker.ReasonJSON},
+		{"float", `[{"base_host_virt_addr":4096.5,"size":4096,"offset":0}]`, nil, firecracker.ReasonJSON},
+		{"string", `[{"base_host_virt_addr":"4096","size":4096,"offset":0}]`, nil, firecracker.ReasonJSON},
+		{"too big", `[{"base_host_virt_addr":18446744073709551616,"size":4096,"offset":0}]`, nil, firecracker.ReasonJSON},
+		{"sizes disagree", `[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096,"page_size_kib":4}]`, nil, firecracker.ReasonPageSize},
+		{"truncated", `[{"base_host_virt_addr":4096,"size":40`, nil, firecracker.ReasonTruncated},
+		{"trailing", `[{"base_host_virt_addr":4096,"size":4096,"offset":0}] x`, nil, firecracker.ReasonTrailing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseMappings([]byte(tc.in))
+			got, err := firecracker.ParseMappings([]byte(tc.in))
 			if tc.reason != "" {
-				var he *HandshakeError
-				if !errors.As(err, &he) || he.Reason != tc.reason || !errors.Is(err, ErrHandshake) {
-					t.Fatalf("ParseMappings = %v, %v; want a %q rejection", got, err, tc.reason)
+				var he *firecracker.HandshakeError
+				if !errors.As(err, &he) || he.Reason != tc.reason || !errors.Is(err, firecracker.ErrHandshake) {
+					t.Fatalf("firecracker.ParseMappings = %v, %v; want a %q rejection", got, err, tc.reason)
 				}
 				return
 			}
@@ -129,40 +130,42 @@ func TestParseMappings(t *testing.T) {
 func TestValidate(t *testing.T) {
 	const huge = 2 << 20
 	sizes := []int{huge}
-	m := func(addr, size, off, ps uint64) Mapping { return Mapping{addr, size, off, ps, ps} }
+	m := func(addr, size, off, ps uint64) firecracker.Mapping {
+		return firecracker.Mapping{addr, size, off, ps, ps}
+	}
 	for _, tc := range []struct {
 		name   string
-		ms     []Mapping
+		ms     []firecracker.Mapping
 		reason string
 	}{
-		{"ok", []Mapping{m(0x10000, 0x10000, 0, 4096), m(0x400000, huge, 0x10000, huge)}, ""},
-		{"file ranges may be shared", []Mapping{m(0x10000, 0x1000, 0, 4096), m(0x20000, 0x1000, 0, 4096)}, ""},
-		{"unknown page size", []Mapping{m(0x10000, 0x10000, 0, 8192)}, ReasonPageSize},
-		{"zero page size", []Mapping{m(0x10000, 0x10000, 0, 0)}, ReasonPageSize},
-		{"empty region", []Mapping{m(0x10000, 0, 0, 4096)}, ReasonRegion},
-		{"misaligned address", []Mapping{m(0x10800, 0x1000, 0, 4096)}, ReasonRegion},
-		{"misaligned size", []Mapping{m(0x10000, 0x1800, 0, 4096)}, ReasonRegion},
-		{"huge region on base-page alignment", []Mapping{m(0x401000, huge, 0, huge)}, ReasonRegion},
-		{"misaligned offset", []Mapping{m(0x10000, 0x1000, 0x10, 4096)}, ReasonRegion},
-		{"outside the file", []Mapping{m(0x10000, 0x1000, 1<<30, 4096)}, ReasonRegion},
-		{"ends past the file", []Mapping{m(0x10000, 8<<20, 0, 4096)}, ReasonRegion},
-		{"offset wraps", []Mapping{m(0x10000, 0x2000, ^uint64(0)-0xfff, 4096)}, ReasonRegion},
-		{"address wraps", []Mapping{m(^uint64(0)-0xfff, 0x2000, 0, 4096)}, ReasonRegion},
-		{"overlap", []Mapping{m(0x10000, 0x10000, 0, 4096), m(0x1f000, 0x2000, 0, 4096)}, ReasonRegion},
-		{"overlap, out of order", []Mapping{m(0x20000, 0x1000, 0, 4096), m(0x10000, 0x20000, 0, 4096)}, ReasonRegion},
-		{"duplicate", []Mapping{m(0x10000, 0x1000, 0, 4096), m(0x10000, 0x1000, 0, 4096)}, ReasonRegion},
+		{"ok", []firecracker.Mapping{m(0x10000, 0x10000, 0, 4096), m(0x400000, huge, 0x10000, huge)}, ""},
+		{"file ranges may be shared", []firecracker.Mapping{m(0x10000, 0x1000, 0, 4096), m(0x20000, 0x1000, 0, 4096)}, ""},
+		{"unknown page size", []firecracker.Mapping{m(0x10000, 0x10000, 0, 8192)}, firecracker.ReasonPageSize},
+		{"zero page size", []firecracker.Mapping{m(0x10000, 0x10000, 0, 0)}, firecracker.ReasonPageSize},
+		{"empty region", []firecracker.Mapping{m(0x10000, 0, 0, 4096)}, firecracker.ReasonRegion},
+		{"misaligned address", []firecracker.Mapping{m(0x10800, 0x1000, 0, 4096)}, firecracker.ReasonRegion},
+		{"misaligned size", []firecracker.Mapping{m(0x10000, 0x1800, 0, 4096)}, firecracker.ReasonRegion},
+		{"huge region on base-page alignment", []firecracker.Mapping{m(0x401000, huge, 0, huge)}, firecracker.ReasonRegion},
+		{"misaligned offset", []firecracker.Mapping{m(0x10000, 0x1000, 0x10, 4096)}, firecracker.ReasonRegion},
+		{"outside the file", []firecracker.Mapping{m(0x10000, 0x1000, 1<<30, 4096)}, firecracker.ReasonRegion},
+		{"ends past the file", []firecracker.Mapping{m(0x10000, 8<<20, 0, 4096)}, firecracker.ReasonRegion},
+		{"offset wraps", []firecracker.Mapping{m(0x10000, 0x2000, ^uint64(0)-0xfff, 4096)}, firecracker.ReasonRegion},
+		{"address wraps", []firecracker.Mapping{m(^uint64(0)-0xfff, 0x2000, 0, 4096)}, firecracker.ReasonRegion},
+		{"overlap", []firecracker.Mapping{m(0x10000, 0x10000, 0, 4096), m(0x1f000, 0x2000, 0, 4096)}, firecracker.ReasonRegion},
+		{"overlap, out of order", []firecracker.Mapping{m(0x20000, 0x1000, 0, 4096), m(0x10000, 0x20000, 0, 4096)}, firecracker.ReasonRegion},
+		{"duplicate", []firecracker.Mapping{m(0x10000, 0x1000, 0, 4096), m(0x10000, 0x1000, 0, 4096)}, firecracker.ReasonRegion},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Validate(tc.ms, 4<<20, sizes)
+			err := firecracker.Validate(tc.ms, 4<<20, sizes)
 			if tc.reason == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
 				return
 			}
-			var he *HandshakeError
+			var he *firecracker.HandshakeError
 			if !errors.As(err, &he) || he.Reason != tc.reason {
-				t.Fatalf("Validate = %v; want a %q rejection", err, tc.reason)
+				t.Fatalf("firecracker.Validate = %v; want a %q rejection", err, tc.reason)
 			}
 		})
 	}
@@ -172,9 +175,9 @@ func TestValidate(t *testing.T) {
 // it arrives in several reads, and only the first carries the descriptor.
 func TestReadHandshakeLarge(t *testing.T) {
 	a, b := socketPair(t)
-	var ms []Mapping
+	var ms []firecracker.Mapping
 	for i := range 600 {
-		ms = append(ms, Mapping{BaseHostVirtAddr: uint64(0x7f0000000000 + i*0x100000), Size: 0x100000, Offset: uint64(i * 0x100000), PageSize: 4096, PageSizeKiB: 4096})
+		ms = append(ms, firecracker.Mapping{BaseHostVirtAddr: uint64(0x7f0000000000 + i*0x100000), Size: 0x100000, Offset: uint64(i * 0x100000), PageSize: 4096, PageSizeKiB: 4096})
 	}
 	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
@@ -184,8 +187,8 @@ func TestReadHandshakeLarge(t *testing.T) {
 	fd := dupUFFD(t, u)
 	defer unix.Close(fd)
 	errc := make(chan error, 1)
-	go func() { errc <- SendHandshake(a, ms, fd) }()
-	hs, err := ReadHandshake(b, 0, time.Now().Add(5*time.Second))
+	go func() { errc <- firecracker.SendHandshake(a, ms, fd) }()
+	hs, err := firecracker.ReadHandshake(b, 0, time.Now().Add(5*time.Second))
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
@@ -239,25 +242,25 @@ VmFlags: rd wr mr mw me ac ht um
 KernelPageSize:        4 kB
 VmFlags: rd wr mr mw me ac
 `
-	vmas, err := parseSmaps([]byte(smaps))
+	vmas, err := firecracker.ParseMemoryMap([]byte(smaps))
 	if err != nil || len(vmas) != 5 {
 		t.Fatalf("parsed %d mappings (%v)", len(vmas), err)
 	}
-	m := func(addr, size, ps uint64) Mapping { return Mapping{addr, size, 0, ps, ps} }
+	m := func(addr, size, ps uint64) firecracker.Mapping { return firecracker.Mapping{addr, size, 0, ps, ps} }
 	// Spanning two mappings.
-	if unreg, err := checkMemoryMap(vmas, []Mapping{m(0x7f0000000000, 0x400000, 4096), m(0x7f1000000000, 0x400000, 2<<20)}); err != nil || len(unreg) != 0 {
+	if unreg, err := vmas.Check([]firecracker.Mapping{m(0x7f0000000000, 0x400000, 4096), m(0x7f1000000000, 0x400000, 2<<20)}); err != nil || len(unreg) != 0 {
 		t.Errorf("good regions: %v, %v", unreg, err)
 	}
-	if _, err := checkMemoryMap(vmas, []Mapping{m(0x7f0000000000, 0x600000, 4096)}); err == nil {
+	if _, err := vmas.Check([]firecracker.Mapping{m(0x7f0000000000, 0x600000, 4096)}); err == nil {
 		t.Error("a region running past its mapping was accepted")
 	}
-	if _, err := checkMemoryMap(vmas, []Mapping{m(0x7f1000000000, 0x200000, 4096)}); err == nil {
+	if _, err := vmas.Check([]firecracker.Mapping{m(0x7f1000000000, 0x200000, 4096)}); err == nil {
 		t.Error("a hugetlb mapping claimed as 4 KiB pages was accepted")
 	}
-	if _, err := checkMemoryMap(vmas, []Mapping{m(0x7f3000000000, 0x1000, 4096)}); err == nil {
+	if _, err := vmas.Check([]firecracker.Mapping{m(0x7f3000000000, 0x1000, 4096)}); err == nil {
 		t.Error("an unmapped region was accepted")
 	}
-	if unreg, err := checkMemoryMap(vmas, []Mapping{m(0x7f2000000000, 0x1000, 4096)}); err != nil || len(unreg) != 1 {
+	if unreg, err := vmas.Check([]firecracker.Mapping{m(0x7f2000000000, 0x1000, 4096)}); err != nil || len(unreg) != 1 {
 		t.Errorf("unregistered region: %v, %v; want it reported", unreg, err)
 	}
 }
@@ -271,17 +274,17 @@ func FuzzParseMappings(f *testing.F) {
 	f.Add([]byte(`[{"size":1e3}]`))
 	f.Add([]byte("[{\"base_host_virt_addr\":1,\"size\":1,\"offset\":1}]\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ms, err := ParseMappings(b)
+		ms, err := firecracker.ParseMappings(b)
 		if err != nil {
-			if !errors.Is(err, ErrHandshake) {
-				t.Fatalf("error %v does not match ErrHandshake", err)
+			if !errors.Is(err, firecracker.ErrHandshake) {
+				t.Fatalf("error %v does not match firecracker.ErrHandshake", err)
 			}
 			return
 		}
 		a, c := socketPair(t)
 		done := make(chan error, 1)
-		go func() { done <- SendHandshake(a, ms, 0) }()
-		hs, err := ReadHandshake(c, 0, time.Now().Add(5*time.Second))
+		go func() { done <- firecracker.SendHandshake(a, ms, 0) }()
+		hs, err := firecracker.ReadHandshake(c, 0, time.Now().Add(5*time.Second))
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}

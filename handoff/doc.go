@@ -35,4 +35,17 @@
 // sockets the header frames the payload; on SOCK_SEQPACKET and SOCK_DGRAM
 // sockets the message is one packet, whose size Receive learns before
 // reading it, so no payload is ever truncated.
+//
+// # Other descriptors, other formats
+//
+// SendFDs and ReceiveFDs carry a payload with any descriptors (up to
+// MaxFDs, none included) in the same format: a protocol of one's own that
+// moves sockets, pidfds or several userfaultfds at once uses them rather
+// than a framing of its own (the Firecracker handler's handover does).
+// For a wire format fixed by another program, WriteFDs sends bytes with
+// descriptors on the first byte and no framing, and a Reader reads a
+// stream socket with recvmsg(2), keeping the descriptors and credentials
+// that come with the bytes (Firecracker's handshake is read this way).
+// The Reader is the one place in the module where SCM_RIGHTS and
+// SCM_CREDENTIALS are parsed.
 package handoff

@@ -2,7 +2,6 @@ package handoff
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,51 +16,79 @@ import (
 	"github.com/gouffd/uffd"
 )
 
-// maxFDs is how many descriptors one message may carry before Receive
-// reports the control data truncated; more than one is an error anyway, but
-// room for a few lets Receive close them instead of leaving that to the
-// kernel's truncation.
-const maxFDs = 8
-
 // Send sends u and payload over conn, a connected UNIX domain socket, with
 // this process's credentials. The caller keeps its own u: both processes
 // then hold the userfaultfd.
 func Send(conn *net.UnixConn, u *uffd.UFFD, payload []byte) error {
+	rc, err := u.SyscallConn()
+	if err != nil {
+		return &Error{Op: "send", Err: err}
+	}
+	var serr error
+	// Control keeps the descriptor's number valid (not closed, not
+	// reused) while the kernel takes its reference.
+	if err := rc.Control(func(fd uintptr) { serr = SendFDs(conn, payload, int(fd)) }); err != nil {
+		return &Error{Op: "send", Err: err}
+	}
+	return serr
+}
+
+// SendFDs sends one message of payload with the descriptors fds (any
+// number up to MaxFDs, none included) and this process's credentials, in
+// the format Send uses: the framing of package handoff for messages of
+// one's own that carry descriptors. The caller keeps its descriptors.
+func SendFDs(conn *net.UnixConn, payload []byte, fds ...int) error {
 	const op = "send"
 	if len(payload) > MaxPayload {
 		return &Error{Op: op, Err: fmt.Errorf("payload of %d bytes exceeds MaxPayload (%d)", len(payload), MaxPayload)}
 	}
-	rc, err := u.SyscallConn()
-	if err != nil {
-		return &Error{Op: op, Err: err}
+	if len(fds) > MaxFDs {
+		return &Error{Op: op, Err: fmt.Errorf("%d descriptors; at most MaxFDs (%d) travel in one message", len(fds), MaxFDs)}
 	}
 	msg := make([]byte, headerSize+len(payload))
-	copy(msg, magic)
-	binary.LittleEndian.PutUint32(msg[4:], uint32(len(payload)))
+	putHeader(msg, len(payload))
 	copy(msg[headerSize:], payload)
 	// Explicit credentials: the kernel checks them and attaches them
 	// whether or not the receiver had SO_PASSCRED on when this was sent.
-	creds := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())})
-
-	var n int
-	var werr error
-	// Control keeps the descriptor's number valid (not closed, not
-	// reused) while the kernel takes its reference.
-	if err := rc.Control(func(fd uintptr) {
-		oob := append(unix.UnixRights(int(fd)), creds...)
-		n, _, werr = conn.WriteMsgUnix(msg, oob, nil)
-	}); err != nil {
+	oob := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())})
+	if len(fds) > 0 {
+		oob = append(unix.UnixRights(fds...), oob...)
+	}
+	if err := writeMsg(conn, msg, oob); err != nil {
 		return &Error{Op: op, Err: err}
 	}
-	if werr == nil && n < len(msg) {
-		// A stream socket took part of a large payload; the descriptor
-		// went with the first byte.
-		_, werr = conn.Write(msg[n:])
+	return nil
+}
+
+// WriteFDs writes b on conn with fds attached to its first byte
+// (SCM_RIGHTS), with one sendmsg(2) and no framing of its own: for wire
+// formats fixed by another program, such as Firecracker's handshake. On a
+// stream socket, what the kernel did not take in that call follows
+// without descriptors, as a blocking sendmsg(2) would send it. The caller
+// keeps its descriptors.
+func WriteFDs(conn *net.UnixConn, b []byte, fds ...int) error {
+	if len(fds) > MaxFDs {
+		return &Error{Op: "send", Err: fmt.Errorf("%d descriptors; at most MaxFDs (%d) travel in one message", len(fds), MaxFDs)}
 	}
-	if werr != nil {
-		return &Error{Op: op, Err: werr}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if err := writeMsg(conn, b, oob); err != nil {
+		return &Error{Op: "send", Err: err}
 	}
 	return nil
+}
+
+// writeMsg writes b with the control data oob on its first byte.
+func writeMsg(conn *net.UnixConn, b, oob []byte) error {
+	n, _, err := conn.WriteMsgUnix(b, oob, nil)
+	if err == nil && n < len(b) {
+		// A stream socket took part of a large message; the control
+		// data went with the first byte.
+		_, err = conn.Write(b[n:])
+	}
+	return err
 }
 
 // Receive reads one message that Send wrote on conn and adopts its
@@ -76,6 +103,31 @@ func Send(conn *net.UnixConn, u *uffd.UFFD, payload []byte) error {
 // A message with no descriptor, with several, or whose descriptor is not a
 // userfaultfd is an error; every descriptor received is closed then.
 func Receive(conn *net.UnixConn, features uffd.Feature) (*uffd.UFFD, []byte, Cred, error) {
+	payload, fds, cred, err := ReceiveFDs(conn)
+	if err != nil {
+		return nil, nil, Cred{}, err
+	}
+	if len(fds) != 1 {
+		closeAll(fds)
+		if len(fds) == 0 {
+			err = errors.New("the message carried no descriptor")
+		} else {
+			err = fmt.Errorf("the message carried %d descriptors, want one", len(fds))
+		}
+		return nil, nil, Cred{}, &Error{Op: "receive", Err: err}
+	}
+	u, err := uffd.FromFD(fds[0], features)
+	if err != nil {
+		return nil, nil, Cred{}, &Error{Op: "adopt", Err: err}
+	}
+	return u, payload, cred, nil
+}
+
+// ReceiveFDs reads one message that SendFDs (or Send) wrote on conn and
+// returns its payload, the descriptors that came with it, owned by the
+// caller, and the sender's credentials (as Receive finds them). On error
+// every descriptor received is closed.
+func ReceiveFDs(conn *net.UnixConn) ([]byte, []int, Cred, error) {
 	const op = "receive"
 	rc, err := conn.SyscallConn()
 	if err != nil {
@@ -94,77 +146,138 @@ func Receive(conn *net.UnixConn, features uffd.Feature) (*uffd.UFFD, []byte, Cre
 	if serr != nil {
 		return nil, nil, Cred{}, &Error{Op: op, Err: os.NewSyscallError("setsockopt", serr)}
 	}
-
-	var r recv
+	r := NewReader(conn)
 	var payload []byte
 	if sotype == unix.SOCK_STREAM {
-		payload, err = r.stream(conn)
+		payload, err = r.stream()
 	} else {
-		payload, err = r.packet(conn, rc)
-	}
-	if err == nil {
-		switch len(r.fds) {
-		case 0:
-			err = errors.New("the message carried no descriptor")
-		case 1:
-		default:
-			err = fmt.Errorf("the message carried %d descriptors, want one", len(r.fds))
-		}
+		payload, err = r.packet(rc)
 	}
 	if err != nil {
-		for _, fd := range r.fds {
-			unix.Close(fd)
-		}
+		r.CloseFDs()
 		return nil, nil, Cred{}, &Error{Op: op, Err: err}
 	}
-	if !r.haveCred {
-		if err := rc.Control(func(fd uintptr) {
-			var uc *unix.Ucred
-			if uc, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); serr == nil {
-				r.cred = Cred{PID: int(uc.Pid), UID: int(uc.Uid), GID: int(uc.Gid)}
-			}
-		}); err != nil {
-			serr = err
-		}
-		if serr != nil {
-			unix.Close(r.fds[0])
-			return nil, nil, Cred{}, &Error{Op: op, Err: os.NewSyscallError("getsockopt SO_PEERCRED", serr)}
+	cred, ok := r.Cred()
+	if !ok {
+		if cred, err = PeerCred(conn); err != nil {
+			r.CloseFDs()
+			return nil, nil, Cred{}, &Error{Op: op, Err: err}
 		}
 	}
-	u, err := uffd.FromFD(r.fds[0], features)
-	if err != nil {
-		return nil, nil, Cred{}, &Error{Op: "adopt", Err: err}
-	}
-	return u, payload, r.cred, nil
+	return payload, r.FDs(), cred, nil
 }
 
-// recv collects the control data of the reads of one message.
-type recv struct {
+// PeerCred returns the credentials of the process at the other end of
+// conn, as they were when it connected (SO_PEERCRED).
+func PeerCred(conn *net.UnixConn) (Cred, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return Cred{}, err
+	}
+	var c Cred
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		var uc *unix.Ucred
+		if uc, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); serr == nil {
+			c = Cred{PID: int(uc.Pid), UID: int(uc.Uid), GID: int(uc.Gid)}
+		}
+	}); err != nil {
+		return Cred{}, err
+	}
+	if serr != nil {
+		return Cred{}, os.NewSyscallError("getsockopt SO_PEERCRED", serr)
+	}
+	return c, nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// oobSize holds MaxFDs descriptors and one set of credentials: more
+// control data than that is truncated by the kernel (MSG_CTRUNC), which
+// closes the descriptors that did not fit.
+var oobSize = unix.CmsgSpace(4*MaxFDs) + unix.CmsgSpace(unix.SizeofUcred)
+
+// Reader reads a UNIX domain socket with recvmsg(2) and keeps what comes
+// with the bytes: the descriptors (SCM_RIGHTS) and the sender's
+// credentials (SCM_CREDENTIALS, when the socket has SO_PASSCRED on). It is
+// the primitive under Receive, for wire formats with a framing of their
+// own: Firecracker's handshake, a JSON document with a descriptor on its
+// first byte, is read through it.
+//
+// The descriptors received belong to the caller (FDs, CloseFDs); the
+// Reader never closes them. A Reader reads a stream socket (each Read may
+// return part of a message); it is not safe for concurrent use.
+type Reader struct {
+	conn     *net.UnixConn
 	fds      []int
 	cred     Cred
 	haveCred bool
-	oob      [256]byte
+	oob      []byte
 }
 
+// NewReader returns a Reader of conn.
+func NewReader(conn *net.UnixConn) *Reader {
+	return &Reader{conn: conn, oob: make([]byte, oobSize)}
+}
+
+// Read reads into p with one recvmsg(2), as io.Reader does (conn's
+// deadlines apply), collecting the control data that came with the bytes.
+// It returns io.EOF when the peer closed the connection. Control data that
+// could not be taken whole (more than MaxFDs descriptors, or malformed) is
+// an error of type *ControlError, returned with the bytes it came with.
+func (r *Reader) Read(p []byte) (int, error) {
+	n, flags, err := r.readMsg(p)
+	if n == 0 && err == nil && len(p) > 0 && flags&unix.MSG_CTRUNC == 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// FDs returns the descriptors received so far, in order. They are the
+// caller's to close.
+func (r *Reader) FDs() []int { return r.fds }
+
+// CloseFDs closes the descriptors received so far and forgets them.
+func (r *Reader) CloseFDs() {
+	closeAll(r.fds)
+	r.fds = nil
+}
+
+// Cred returns the first credentials a sender attached, and whether any
+// came (the socket needs SO_PASSCRED for the kernel to pass them).
+func (r *Reader) Cred() (Cred, bool) { return r.cred, r.haveCred }
+
 // readMsg reads into b, collecting descriptors and credentials.
-func (r *recv) readMsg(conn *net.UnixConn, b []byte) (int, int, error) {
-	n, oobn, flags, _, err := conn.ReadMsgUnix(b, r.oob[:])
+func (r *Reader) readMsg(b []byte) (int, int, error) {
+	n, oobn, flags, _, err := r.conn.ReadMsgUnix(b, r.oob)
+	n, oobn = max(n, 0), max(oobn, 0) // -1 with some errors
+	if errors.Is(err, io.EOF) {
+		err = io.EOF // as io.Reader says, not wrapped
+	}
+	had := len(r.fds)
 	if oobn > 0 {
 		if perr := r.parse(r.oob[:oobn]); perr != nil && err == nil {
-			err = perr
+			err = &ControlError{Err: perr}
 		}
 	}
-	if err == nil && flags&unix.MSG_CTRUNC != 0 {
-		err = fmt.Errorf("control data truncated (more than %d descriptors?)", maxFDs)
+	if err == nil && (flags&unix.MSG_CTRUNC != 0 || len(r.fds)-had > MaxFDs) {
+		err = &ControlError{Err: fmt.Errorf("more than %d descriptors came with one message (the kernel closes those that do not fit)", MaxFDs)}
 	}
 	return n, flags, err
 }
 
-func (r *recv) parse(oob []byte) error {
+// parse takes the descriptors and credentials out of control data. It is
+// the project's one parser of SCM_RIGHTS.
+func (r *Reader) parse(oob []byte) error {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return fmt.Errorf("control data: %w", err)
+		return err
 	}
+	var bad error
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Header.Level != unix.SOL_SOCKET {
@@ -174,13 +287,15 @@ func (r *recv) parse(oob []byte) error {
 		case unix.SCM_RIGHTS:
 			fds, err := unix.ParseUnixRights(m)
 			if err != nil {
-				return fmt.Errorf("SCM_RIGHTS: %w", err)
+				bad = cmp(bad, fmt.Errorf("SCM_RIGHTS: %w", err))
+				continue
 			}
 			r.fds = append(r.fds, fds...)
 		case unix.SCM_CREDENTIALS:
 			uc, err := unix.ParseUnixCredentials(m)
 			if err != nil {
-				return fmt.Errorf("SCM_CREDENTIALS: %w", err)
+				bad = cmp(bad, fmt.Errorf("SCM_CREDENTIALS: %w", err))
+				continue
 			}
 			// pid 0: the sender attached none and the kernel filled in
 			// placeholders; SO_PEERCRED is better than that.
@@ -190,32 +305,29 @@ func (r *recv) parse(oob []byte) error {
 			}
 		}
 	}
-	return nil
+	return bad
+}
+
+// cmp keeps the first error.
+func cmp(first, next error) error {
+	if first != nil {
+		return first
+	}
+	return next
 }
 
 // stream reads the header, then the payload it announces.
-func (r *recv) stream(conn *net.UnixConn) ([]byte, error) {
+func (r *Reader) stream() ([]byte, error) {
 	var hdr [headerSize]byte
-	got := 0
-	for got < headerSize {
-		n, _, err := r.readMsg(conn, hdr[got:])
-		got += n
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, err
-		}
-		if n == 0 || err != nil {
-			if got == 0 {
-				return nil, io.EOF
-			}
-			return nil, io.ErrUnexpectedEOF
-		}
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
 	}
 	size, err := parseHeader(hdr[:])
 	if err != nil {
 		return nil, err
 	}
 	payload := make([]byte, size)
-	if _, err := io.ReadFull(conn, payload); err != nil {
+	if _, err := io.ReadFull(r, payload); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
@@ -225,7 +337,7 @@ func (r *recv) stream(conn *net.UnixConn) ([]byte, error) {
 }
 
 // packet learns the size of the next packet, then reads all of it.
-func (r *recv) packet(conn *net.UnixConn, rc syscall.RawConn) ([]byte, error) {
+func (r *Reader) packet(rc syscall.RawConn) ([]byte, error) {
 	var size int
 	var perr error
 	var one [1]byte
@@ -242,23 +354,20 @@ func (r *recv) packet(conn *net.UnixConn, rc syscall.RawConn) ([]byte, error) {
 	if size == 0 {
 		// A zero-length packet (or end of file on a seqpacket socket):
 		// consume it, with whatever it carried.
-		if _, _, err := r.readMsg(conn, one[:]); err != nil {
+		if _, _, err := r.readMsg(one[:]); err != nil {
 			return nil, err
 		}
 		return nil, io.EOF
 	}
 	buf := make([]byte, size)
-	n, flags, err := r.readMsg(conn, buf)
+	n, flags, err := r.readMsg(buf)
 	if err != nil {
 		return nil, err
 	}
 	if flags&unix.MSG_TRUNC != 0 || n != size {
 		return nil, fmt.Errorf("packet of %d bytes read as %d", size, n)
 	}
-	if n < headerSize {
-		return nil, fmt.Errorf("packet of %d bytes is shorter than the %d-byte header", n, headerSize)
-	}
-	want, err := parseHeader(buf[:headerSize])
+	want, err := parseHeader(buf)
 	if err != nil {
 		return nil, err
 	}
@@ -266,17 +375,6 @@ func (r *recv) packet(conn *net.UnixConn, rc syscall.RawConn) ([]byte, error) {
 		return nil, fmt.Errorf("header announces %d payload bytes, the packet holds %d", want, n-headerSize)
 	}
 	return buf[headerSize:], nil
-}
-
-func parseHeader(h []byte) (int, error) {
-	if string(h[:4]) != magic {
-		return 0, fmt.Errorf("not a handoff message (header %q)", h)
-	}
-	size := binary.LittleEndian.Uint32(h[4:])
-	if size > MaxPayload {
-		return 0, fmt.Errorf("header announces %d payload bytes, more than MaxPayload (%d)", size, MaxPayload)
-	}
-	return int(size), nil
 }
 
 // FromPid takes descriptor fd of process pid, which must be a userfaultfd,

@@ -101,9 +101,10 @@ func serveOne(u *uffd.UFFD, b byte) <-chan error {
 	return done
 }
 
-// checkServes registers a page of this process with u, touches it from a
-// goroutine with a plain load and checks that the fault arrives on u and
-// is served through it.
+// checkServes registers a page of this process with u, makes the kernel
+// read it (write(2) from the page into a pipe: the fault is taken inside
+// the system call, where a garbage collection does not wait for it) and
+// checks that the fault arrives on u and is served through it.
 func checkServes(t *testing.T, u *uffd.UFFD) {
 	t.Helper()
 	m, err := mem.Map(mem.Anonymous, mem.PageSize())
@@ -114,19 +115,32 @@ func checkServes(t *testing.T, u *uffd.UFFD) {
 	if _, err := u.Register(m.Addr(), m.Len(), uffd.ModeMissing); err != nil {
 		t.Fatal(err)
 	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
 	served := serveOne(u, 'R')
-	got := make(chan byte, 1)
-	go func() { got <- m.Data[100] }()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := unix.Write(p[1], m.Data[100:101])
+		wrote <- err
+	}()
 	select {
-	case b := <-got:
-		if b != 'R' {
-			t.Errorf("read %q from the page served through the received userfaultfd, want 'R'", b)
+	case err := <-wrote:
+		if err != nil {
+			t.Fatalf("write(2) from the registered page: %v", err)
 		}
 	case <-time.After(hangTimeout):
 		t.Fatal("the fault was not served through the received userfaultfd")
 	}
 	if err := <-served; err != nil {
 		t.Fatal(err)
+	}
+	var b [1]byte
+	if _, err := unix.Read(p[0], b[:]); err != nil || b[0] != 'R' {
+		t.Errorf("read %q (%v) from the page served through the received userfaultfd, want 'R'", b[0], err)
 	}
 }
 

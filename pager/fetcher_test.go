@@ -109,7 +109,6 @@ func TestFetcherEarlyPage(t *testing.T) {
 			t.Fatal("the faulting page was not installed when its bytes arrived")
 		}
 		close(f.step)
-		f.step = nil
 		checkAll(t, m.Data, img)
 		if st := p.Stats(); st.Zeroed != 4 {
 			t.Errorf("Zeroed = %d, want the 4 pages known to be zero", st.Zeroed)

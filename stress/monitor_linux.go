@@ -624,11 +624,15 @@ func newPagerServer(m *monitor, dst uintptr) *pagerServer {
 func (s *pagerServer) fail(err error) { s.errs.CompareAndSwap(nil, &err) }
 
 func (s *pagerServer) serve(poll bool) func() error {
-	reader := pager.ReaderPoller
-	if poll {
-		reader = pager.ReaderThread
+	// The pager's engine waits in the kernel as it chooses (read(2), or
+	// epoll with events): the bounce's poll mode is the direct server's.
+	_ = poll
+	p, err := pager.New(s.m.u, pager.Config{OnError: s.fail})
+	if err != nil {
+		s.fail(err)
+		return func() error { return err }
 	}
-	s.p = pager.New(s.m.u, pager.Config{Workers: s.m.cfg.CPUs, Reader: reader, OnError: s.fail})
+	s.p = p
 	size := uintptr(s.m.pages) * s.m.ps
 	if err := s.p.Add(pager.Region{Start: s.dst, Len: size, PageSize: int(s.m.ps), Source: pager.Image(s.m.image), Name: "destination"}); err != nil {
 		s.fail(err)
@@ -636,6 +640,12 @@ func (s *pagerServer) serve(poll bool) func() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.p.Serve(ctx) }()
+	select {
+	case <-s.p.Serving():
+	case err := <-done:
+		cancel()
+		return func() error { return err }
+	}
 	return func() error {
 		cancel()
 		err := <-done
@@ -649,7 +659,7 @@ func (s *pagerServer) serve(poll bool) func() error {
 func (s *pagerServer) background(lo, hi int, first bool) error {
 	ps := s.m.ps
 	for n := lo; n < hi; n++ {
-		if err := s.p.Resolve(s.dst+uintptr(n)*ps, ps); err != nil {
+		if err := s.p.Resolve(context.Background(), s.dst+uintptr(n)*ps, ps); err != nil {
 			return err
 		}
 	}

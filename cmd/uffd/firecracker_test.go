@@ -149,9 +149,15 @@ func metricValue(t *testing.T, body, series string) float64 {
 func TestFirecracker(t *testing.T) {
 	dir, mem := fcFiles(t)
 	sock := filepath.Join(dir, "fc.sock")
-	in := startFirecracker(t, "--socket", sock, "--mem-file", mem, "--metrics", "127.0.0.1:0", "--log-format", "json", "--socket-mode", "0660")
+	in := startFirecracker(t, "--socket", sock, "--mem-file", mem, "--metrics", "127.0.0.1:0", "--log-format", "json", "--socket-mode", "0660", "--log-level", "debug")
 	addr := in.logged(t, "metrics")["addr"].(string)
-	in.logged(t, "serving")
+	// The startup line says how VMs will be served.
+	serving := in.logged(t, "serving")
+	for k, want := range map[string]any{"mode": "on-demand", "prefetch": "adaptive 1page..4MiB", "readers": 1.0, "reader": "poller", "control": sock + ".ctl", "socket": sock} {
+		if serving[k] != want {
+			t.Errorf("startup line: %s=%v, want %v (%v)", k, serving[k], want, serving)
+		}
+	}
 	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o660 {
 		t.Errorf("socket %s: %v, mode %v; want 0660", sock, err, st.Mode())
 	}
@@ -167,7 +173,16 @@ func TestFirecracker(t *testing.T) {
 	if pid := in.logged(t, "VM connected")["pid"]; pid != float64(res.PID) {
 		t.Errorf("logged peer pid %v, VM pid %d", pid, res.PID)
 	}
-	in.logged(t, "VM ended")
+	ended := in.logged(t, "VM ended")
+	if d, ok := ended["served_for"].(float64); !ok || d <= 0 || d > 600 {
+		t.Errorf("served_for %v: want a number of seconds", ended["served_for"])
+	}
+	if p50, ok := ended["fault_p50"].(float64); !ok || p50 <= 0 || p50 > 1 {
+		t.Errorf("fault_p50 %v: want a number of seconds", ended["fault_p50"])
+	}
+	if hs := in.logged(t, "handshake received"); hs["level"] != "DEBUG" || hs["regions"] != 2.0 {
+		t.Errorf("debug line %v", hs)
+	}
 
 	c, err := net.Dial("unix", sock)
 	if err != nil {
@@ -198,11 +213,16 @@ func TestFirecracker(t *testing.T) {
 	if v := metricValue(t, m, "uffd_firecracker_vms"); v != 0 {
 		t.Errorf("vms %v after the VM exited", v)
 	}
-	if v := metricValue(t, m, "uffd_firecracker_fault_latency_seconds_count"); v != metricValue(t, m, "uffd_firecracker_faults_total") {
+	if v := metricValue(t, m, "uffd_firecracker_fault_service_seconds_count"); v != metricValue(t, m, "uffd_firecracker_faults_total") {
 		t.Errorf("latency histogram counts %v faults, faults_total says otherwise", v)
 	}
 	if v := metricValue(t, m, `uffd_firecracker_events_total{event="remove"}`); v != 1 {
 		t.Errorf("remove events %v, want 1 (the balloon)", v)
+	}
+	for _, series := range []string{`uffd_firecracker_connections_rejected_total{reason="timeout"}`, `uffd_firecracker_vms_ended_total{reason="handed_over"}`} {
+		if v := metricValue(t, m, series); v != 0 {
+			t.Errorf("%s %v, want 0", series, v)
+		}
 	}
 
 	in.cancel()
@@ -210,6 +230,9 @@ func TestFirecracker(t *testing.T) {
 		t.Errorf("stopping: %v", err)
 	}
 	in.done <- nil // for the cleanup
+	if st := in.logged(t, "stopped"); st["why"] != "shutdown" || st["vms_started"] != 1.0 || st["rejected"] != 1.0 {
+		t.Errorf("lifetime summary %v", st)
+	}
 	for _, p := range []string{sock, sock + ".ctl"} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left behind (%v)", p, err)
@@ -223,7 +246,7 @@ func TestFirecracker(t *testing.T) {
 func TestFirecrackerTakeover(t *testing.T) {
 	dir, mem := fcFiles(t)
 	sock := filepath.Join(dir, "fc.sock")
-	old := startFirecracker(t, "--socket", sock, "--mem-file", mem, "--log-format", "json")
+	old := startFirecracker(t, "--socket", sock, "--mem-file", mem, "--log-format", "json", "--log-level", "debug")
 	old.logged(t, "serving")
 	cmd, out := runVM(t, fctest.Config{Socket: sock, MemFile: mem, Regions: []fctest.Region{{Size: 16 << 20}},
 		Touch: []string{"random"}, PaceEvery: 16, PaceSleep: time.Millisecond, Verify: true})
@@ -234,6 +257,11 @@ func TestFirecrackerTakeover(t *testing.T) {
 	err := runFirecracker(context.Background(), []string{"--socket", sock, "--mem-file", mem}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--takeover") {
 		t.Errorf("a second instance on a live socket: %v; want a refusal that names --takeover", err)
+	}
+	// Its probe of the socket is no rejection for the running instance.
+	old.logged(t, "connection closed without a handshake (a probe?)")
+	if l := old.stderr.String(); strings.Contains(l, "connection rejected") {
+		t.Errorf("the second instance's probe was taken for a bad connection:\n%s", l)
 	}
 
 	neu := startFirecracker(t, "--socket", sock, "--mem-file", mem, "--log-format", "json", "--takeover")
@@ -266,27 +294,60 @@ func TestFirecrackerTakeover(t *testing.T) {
 }
 
 func TestFirecrackerUsage(t *testing.T) {
-	_, mem := fcFiles(t)
+	dir, mem := fcFiles(t)
+	long := func(n int) string { return "/tmp/" + strings.Repeat("s", n-len("/tmp/")) }
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--socket", "/tmp/x.sock"}, "--mem-file"},
+		{[]string{"--socket", "/tmp/x.sock", "--mem-file", ""}, "--mem-file"},
 		{[]string{"--mem-file", mem}, "--socket"},
 		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--mode", "eager"}, "unknown mode"},
 		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--prefetch", "3KiB"}, "multiple"},
 		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--reader", "spin"}, "--reader"},
 		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--socket-mode", "999"}, "--socket-mode"},
 		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "extra"}, "unexpected argument"},
+		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--max-vms", "0"}, "--max-vms 0: want at least 1"},
+		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--max-vms", "-1"}, "--max-vms -1: want at least 1"},
+		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--handshake-timeout", "0"}, "--handshake-timeout"},
+		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--mode", "record-replay", "--record-for", "-1s"}, "--record-for"},
+		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--record-for", "1m"}, "--record-for: recording is for --mode record-replay"},
+		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--mode", "prefault", "--trace", "/tmp/t"}, "--trace: a trace is for --mode record-replay"},
+		{[]string{"--socket", long(108), "--mem-file", mem}, "--socket"},
+		// 106 bytes fit sun_path; the derived PATH.ctl does not.
+		{[]string{"--socket", long(106), "--mem-file", mem}, "--control"},
+		{[]string{"--socket", "/tmp/x.sock", "--control", long(120), "--mem-file", mem}, "--control"},
+		{[]string{"--socket", "/tmp/x.sock", "--control", "none", "--takeover", "--mem-file", mem}, "--takeover"},
 	} {
 		err := runFirecracker(context.Background(), tc.args, io.Discard, io.Discard)
 		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v; want a usage error naming %s", tc.args, err, tc.want)
 		}
 	}
-	err := runFirecracker(context.Background(), []string{"--socket", "/tmp/x.sock", "--mem-file", "/nonexistent/mem"}, io.Discard, io.Discard)
-	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "/nonexistent/mem") {
-		t.Errorf("missing memory file: %v", err)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
+	sock := filepath.Join(dir, "x.sock")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--socket", sock, "--mem-file", "/nonexistent/mem"}, "/nonexistent/mem"},
+		{[]string{"--socket", sock, "--mem-file", empty}, "is empty"},
+		{[]string{"--socket", sock, "--mem-file", mem, "--mode", "record-replay", "--trace", "/nonexistent/dir/trace"}, "cannot be written"},
+	} {
+		err := runFirecracker(context.Background(), tc.args, io.Discard, io.Discard)
+		if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v; want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+	// --control none: no control socket, and the instance serves.
+	in := startFirecracker(t, "--socket", sock, "--mem-file", mem, "--control", "none", "--log-format", "json")
+	if c := in.logged(t, "serving")["control"]; c != "none" {
+		t.Errorf("startup line: control=%v, want none", c)
+	}
+	if _, err := os.Stat(sock + ".ctl"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a control socket with --control none (%v)", err)
 	}
 }
 

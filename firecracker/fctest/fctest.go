@@ -5,15 +5,20 @@
 // speaking Firecracker's handshake byte for byte.
 //
 // It creates its userfaultfd as Firecracker does (close-on-exec,
-// non-blocking, UFFD_FEATURE_EVENT_REMOVE, kernel faults included), maps
-// each guest region as Firecracker does (private anonymous memory with
-// MAP_NORESERVE, plus MAP_HUGETLB|MAP_HUGE_2MB for 2 MiB pages), registers
-// every region in missing mode, connects to the handler's socket and sends
-// the regions as compact JSON with the userfaultfd attached, in one
-// sendmsg(2). Then, like a guest, it touches its memory (in address order
-// or in a random order), checks every byte against the memory file,
-// balloons a range (MADV_DONTNEED) and checks it reads back as zeroes, and
-// exits.
+// non-blocking, UFFD_FEATURE_EVENT_REMOVE, kernel faults included), with
+// package uffd's public API, maps each guest region as Firecracker does
+// (private anonymous memory with MAP_NORESERVE, plus MAP_HUGETLB|
+// MAP_HUGE_2MB for 2 MiB pages), registers every region in missing mode,
+// connects to the handler's socket and sends the regions as compact JSON
+// with the userfaultfd attached, in one sendmsg(2). Then, like a guest, it
+// touches its memory (in address order or in a random order), checks every
+// byte against the memory file, balloons a range (MADV_DONTNEED) and
+// checks it reads back as zeroes, and exits.
+//
+// Memory hotplug (virtio-mem) is played as Firecracker does it: a region
+// with Unplugged bytes is registered and sent whole, its unplugged part
+// mapped PROT_NONE (mprotect(2), which raises no userfaultfd event) until
+// the VM plugs it (mprotect read-write again), then touches and checks it.
 //
 // It must run in a process of its own (Run from TestMain when Child
 // reports true), so that its faults come from another address space than
@@ -34,8 +39,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/firecracker"
-	"github.com/gouffd/uffd/internal/abi"
 )
 
 // EnvConfig is the environment variable that carries a child's Config as
@@ -47,6 +52,10 @@ type Region struct {
 	Size   uint64 `json:"size"`
 	Huge   bool   `json:"huge,omitempty"` // 2 MiB hugetlbfs pages
 	Offset uint64 `json:"offset"`         // where its contents start in the memory file
+	// Unplugged is how many bytes at the region's end are hotplug memory
+	// not plugged yet: mapped PROT_NONE until the VM plugs them (after
+	// its passes; see Config.PlugFile). A multiple of the page size.
+	Unplugged uint64 `json:"unplugged,omitempty"`
 }
 
 // Config says what the VM does.
@@ -77,6 +86,9 @@ type Config struct {
 	// StartFile, when set, makes the VM wait after its handshake until
 	// this file exists before it touches anything.
 	StartFile string `json:"start_file,omitempty"`
+	// PlugFile, when set, makes the VM wait after its passes until this
+	// file exists before it plugs its unplugged memory (Region.Unplugged).
+	PlugFile string `json:"plug_file,omitempty"`
 	// HoldFile, when set, keeps the VM alive after its work until this
 	// file exists.
 	HoldFile string `json:"hold_file,omitempty"`
@@ -96,8 +108,14 @@ type Result struct {
 	Verified int    `json:"verified_pages"`
 	// Ballooned is the number of bytes checked as zeroes after the
 	// balloon.
-	Ballooned int    `json:"ballooned_bytes"`
-	Error     string `json:"error,omitempty"`
+	Ballooned int `json:"ballooned_bytes"`
+	// UnpluggedResident is how many pages of the unplugged memory were
+	// populated when the VM plugged it (mincore(2)): the handler should
+	// have left them alone.
+	UnpluggedResident int `json:"unplugged_resident_pages"`
+	// Plugged is how many base pages the VM plugged, touched and checked.
+	Plugged int    `json:"plugged_pages"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Child reports whether this process was started as a VM (EnvConfig set).
@@ -154,6 +172,7 @@ const hugeSize = 2 << 20
 type guest struct {
 	regions []Region
 	maps    [][]byte
+	plugged []int // the accessible bytes at the start of each region
 	file    []byte
 }
 
@@ -179,15 +198,18 @@ func Run(cfg Config) (Result, error) {
 	}
 	defer unix.Munmap(file)
 
-	// The userfaultfd, as Firecracker's UffdBuilder makes it. Like
-	// Firecracker, the VM never polls it: registering it with this
-	// process's runtime poller would wake the VM's idle threads on every
-	// fault.
-	ufd, err := newUFFD()
+	// The userfaultfd, as Firecracker's UffdBuilder makes it:
+	// userfaultfd(O_CLOEXEC|O_NONBLOCK) (/dev/userfaultfd when the system
+	// call is refused), UFFDIO_API with UFFD_FEATURE_EVENT_REMOVE.
+	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
 		return res, err
 	}
-	defer unix.Close(ufd)
+	defer func() {
+		if u != nil {
+			u.Close()
+		}
+	}()
 
 	g := &guest{regions: cfg.Regions, file: file}
 	var ms []firecracker.Mapping
@@ -199,22 +221,41 @@ func Run(cfg Config) (Result, error) {
 			flags |= unix.MAP_HUGETLB | 21<<unix.MAP_HUGE_SHIFT
 			ps = hugeSize
 		}
+		if r.Unplugged > r.Size || r.Unplugged%uint64(ps) != 0 {
+			return res, fmt.Errorf("unplugged %d bytes of a %d-byte region of %d-byte pages", r.Unplugged, r.Size, ps)
+		}
 		b, err := unix.Mmap(-1, 0, int(r.Size), unix.PROT_READ|unix.PROT_WRITE, flags)
 		if err != nil {
 			return res, fmt.Errorf("map guest memory (%d bytes, huge %v): %w", r.Size, r.Huge, err)
 		}
 		defer unix.Munmap(b)
 		g.maps = append(g.maps, b)
+		g.plugged = append(g.plugged, int(r.Size-r.Unplugged))
 		addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-		reg := abi.UffdioRegister{Range: abi.UffdioRange{Start: uint64(addr), Len: uint64(len(b))}, Mode: abi.RegisterModeMissing}
-		if errno := abi.Ioctl(ufd, abi.UFFDIO_REGISTER, unsafe.Pointer(&reg)); errno != 0 {
-			return res, fmt.Errorf("UFFDIO_REGISTER: %w", errno)
+		if _, err := u.Register(addr, uintptr(len(b)), uffd.ModeMissing); err != nil {
+			return res, err
+		}
+		if r.Unplugged > 0 {
+			if err := unix.Mprotect(b[r.Size-r.Unplugged:], unix.PROT_NONE); err != nil {
+				return res, fmt.Errorf("mprotect(PROT_NONE) the unplugged memory: %w", err)
+			}
 		}
 		ms = append(ms, firecracker.Mapping{
 			BaseHostVirtAddr: uint64(addr), Size: r.Size, Offset: r.Offset,
 			PageSize: uint64(ps), PageSizeKiB: uint64(ps),
 		})
 	}
+	// Like Firecracker, the VM never polls its userfaultfd: a duplicate
+	// outside the Go runtime's poller is what it keeps and sends (closing
+	// u takes the descriptor out of the poller, which would otherwise
+	// wake an idle thread of this process on every fault).
+	ufd, err := dupFD(u)
+	if err != nil {
+		return res, err
+	}
+	defer unix.Close(ufd)
+	u.Close()
+	u = nil
 
 	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: cfg.Socket, Net: "unix"})
 	if err != nil {
@@ -251,6 +292,15 @@ func Run(cfg Config) (Result, error) {
 			}
 		}
 	}
+	if g.hasUnplugged() {
+		waitFile(cfg.PlugFile)
+		if res.UnpluggedResident, err = g.unpluggedResident(); err != nil {
+			return res, err
+		}
+		if res.Plugged, err = g.plug(); err != nil {
+			return res, err
+		}
+	}
 	waitFile(cfg.HoldFile)
 	if cfg.Balloon && cfg.CheckBalloonLate {
 		if res.Ballooned, err = g.checkBalloon(lo, hi); err != nil {
@@ -272,37 +322,30 @@ func waitFile(path string) {
 	}
 }
 
-// newUFFD creates a userfaultfd as the userfaultfd crate's UffdBuilder does
-// for Firecracker: userfaultfd(O_CLOEXEC|O_NONBLOCK), then UFFDIO_API with
-// UFFD_FEATURE_EVENT_REMOVE (falling back to /dev/userfaultfd when the
-// system call is refused, as Firecracker does on Linux 6.1+).
-func newUFFD() (int, error) {
-	fd, err := abi.Userfaultfd(unix.O_CLOEXEC | unix.O_NONBLOCK)
-	if err == unix.EPERM {
-		dev, derr := unix.Open("/dev/userfaultfd", unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if derr != nil {
-			return -1, fmt.Errorf("userfaultfd: %w; /dev/userfaultfd: %w", err, derr)
-		}
-		fd, err = abi.DevNew(dev, unix.O_CLOEXEC|unix.O_NONBLOCK)
-		unix.Close(dev)
-	}
+// dupFD returns a duplicate of u's descriptor, close-on-exec.
+func dupFD(u *uffd.UFFD) (int, error) {
+	rc, err := u.SyscallConn()
 	if err != nil {
-		return -1, fmt.Errorf("userfaultfd: %w", err)
+		return -1, err
 	}
-	api := abi.UffdioAPI{API: abi.API, Features: abi.FeatureEventRemove}
-	if errno := abi.Ioctl(fd, abi.UFFDIO_API, unsafe.Pointer(&api)); errno != 0 {
-		unix.Close(fd)
-		return -1, fmt.Errorf("UFFDIO_API: %w", errno)
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup the userfaultfd: %w", derr)
 	}
 	return fd, nil
 }
 
-// pages lists (region, offset) of every base page, in address order.
+// pages lists (region, offset) of every plugged base page, in address
+// order.
 func (g *guest) pages() [][2]int {
 	var out [][2]int
 	ps := os.Getpagesize()
-	for i, b := range g.maps {
-		for off := 0; off < len(b); off += ps {
+	for i := range g.maps {
+		for off := 0; off < g.plugged[i]; off += ps {
 			out = append(out, [2]int{i, off})
 		}
 	}
@@ -373,7 +416,7 @@ func (g *guest) verify() (int, error) {
 	n := 0
 	for i, b := range g.maps {
 		r := g.regions[i]
-		for off := 0; off < len(b); off += ps {
+		for off := 0; off < g.plugged[i]; off += ps {
 			got := b[off : off+ps]
 			want := g.file[int(r.Offset)+off : int(r.Offset)+off+ps]
 			if !bytes.Equal(got, want) {
@@ -388,7 +431,7 @@ func (g *guest) verify() (int, error) {
 // balloon drops a range of the first region, [lo, hi), with
 // MADV_DONTNEED, as Firecracker's balloon device does.
 func (g *guest) balloon() (lo, hi int, err error) {
-	b, r := g.maps[0], g.regions[0]
+	b, r := g.maps[0][:g.plugged[0]], g.regions[0]
 	unit := os.Getpagesize() * 64 // 256 KiB
 	if r.Huge {
 		unit = 2 * hugeSize
@@ -424,4 +467,63 @@ func (g *guest) checkBalloon(lo, hi int) (int, error) {
 		}
 	}
 	return hi - lo, nil
+}
+
+func (g *guest) hasUnplugged() bool {
+	for i, b := range g.maps {
+		if g.plugged[i] < len(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// unpluggedResident counts the pages of the unplugged memory that are
+// populated (mincore(2)).
+func (g *guest) unpluggedResident() (int, error) {
+	n := 0
+	ps := os.Getpagesize()
+	for i, b := range g.maps {
+		un := b[g.plugged[i]:]
+		if len(un) == 0 {
+			continue
+		}
+		vec := make([]byte, (len(un)+ps-1)/ps)
+		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(un))), uintptr(len(un)), uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
+		if errno != 0 {
+			return 0, fmt.Errorf("mincore of the unplugged memory: %w", errno)
+		}
+		for _, v := range vec {
+			n += int(v & 1)
+		}
+	}
+	return n, nil
+}
+
+// plug makes the unplugged memory accessible, as a VMM does when the guest
+// plugs it (mprotect read-write), touches each of its pages in address
+// order and checks them against the memory file.
+func (g *guest) plug() (int, error) {
+	ps := os.Getpagesize()
+	n := 0
+	for i, b := range g.maps {
+		lo := g.plugged[i]
+		if lo == len(b) {
+			continue
+		}
+		if err := unix.Mprotect(b[lo:], unix.PROT_READ|unix.PROT_WRITE); err != nil {
+			return n, fmt.Errorf("mprotect(PROT_READ|PROT_WRITE) to plug: %w", err)
+		}
+		g.plugged[i] = len(b)
+		r := g.regions[i]
+		for off := lo; off < len(b); off += ps {
+			got := b[off : off+ps]
+			want := g.file[int(r.Offset)+off : int(r.Offset)+off+ps]
+			if !bytes.Equal(got, want) {
+				return n, fmt.Errorf("region %d offset %#x (file offset %#x), plugged: guest memory differs from the memory file (first bytes %x, want %x)", i, off, int(r.Offset)+off, got[:8], want[:8])
+			}
+			n++
+		}
+	}
+	return n, nil
 }

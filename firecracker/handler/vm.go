@@ -1,6 +1,6 @@
 //go:build linux
 
-package firecracker
+package handler
 
 import (
 	"cmp"
@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/firecracker"
 	"github.com/gouffd/uffd/pager"
 )
 
@@ -29,14 +30,15 @@ type vm struct {
 	conn    *net.UnixConn
 	u       *uffd.UFFD
 	p       *pager.Pager
-	maps    []Mapping // by address
+	maps    []firecracker.Mapping // by address
 	started time.Time
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	replay *Trace
-	rec    *recorder
+	prefault bool   // populate the VM's memory once serving
+	replay   *Trace // the trace to replay once serving
+	rec      *recorder
 
 	// handover: the result of sending this VM to another instance: true
 	// once it took it, false to go on serving it here.
@@ -47,11 +49,12 @@ type vm struct {
 }
 
 // newVM registers a VM with its pager. removed lists ranges that must read
-// as zeroes (carried over by a handover).
-func (s *Server) newVM(id uint64, log *slog.Logger, c *net.UnixConn, p peer, u *uffd.UFFD, ms []Mapping, removed [][2]uint64) (*vm, error) {
-	maps := byAddress(ms)
+// as zeroes (carried over by a handover; nil for a new VM).
+func (s *Server) newVM(id uint64, log *slog.Logger, c *net.UnixConn, p peer, u *uffd.UFFD, ms []firecracker.Mapping, removed [][2]uint64) (*vm, error) {
+	maps := firecracker.ByAddress(ms)
 	v := &vm{s: s, id: id, log: log, peer: p, conn: c, u: u, maps: maps, started: time.Now(),
-		handoff: make(chan bool, 1), stopped: make(chan struct{})}
+		prefault: s.cfg.Mode == Prefault,
+		handoff:  make(chan bool, 1), stopped: make(chan struct{})}
 
 	s.mu.Lock()
 	switch {
@@ -65,10 +68,8 @@ func (s *Server) newVM(id uint64, log *slog.Logger, c *net.UnixConn, p peer, u *
 	s.mu.Unlock()
 
 	cfg := pager.Config{
+		Engine:   s.engine,
 		Prefetch: s.cfg.Prefetch,
-		Workers:  s.cfg.Workers,
-		Reader:   s.cfg.Reader,
-		Fill:     s.cfg.Mode == Prefault,
 		OnError:  v.onError,
 	}
 	if s.cfg.Mode == RecordReplay && removed == nil {
@@ -86,30 +87,28 @@ func (s *Server) newVM(id uint64, log *slog.Logger, c *net.UnixConn, p peer, u *
 		}
 		s.traceMu.Unlock()
 	}
-	v.p = pager.New(u, cfg)
+	pg, err := pager.New(u, cfg)
+	if err != nil {
+		s.endRecording(v, false)
+		return nil, reject(firecracker.ReasonRegion, "%v", err)
+	}
+	v.p = pg
 	for i, m := range ms {
 		err := v.p.Add(pager.Region{
 			Start:    uintptr(m.BaseHostVirtAddr),
 			Len:      uintptr(m.Size),
 			PageSize: int(m.PageSize),
-			Source:   s.cfg.MemFile,
+			Source:   s.cfg.Memory,
 			Offset:   int64(m.Offset),
 			Name:     fmt.Sprintf("region %d", i),
 		})
 		if err != nil {
 			s.endRecording(v, false)
-			return nil, reject(ReasonRegion, "%v", err)
+			return nil, reject(firecracker.ReasonRegion, "%v", err)
 		}
 	}
-	if len(removed) > 0 {
-		bs, ok := any(v.p).(balloonState)
-		if !ok {
-			s.endRecording(v, false)
-			return nil, errors.New("this pager cannot take over removed (ballooned) ranges")
-		}
-		for _, r := range removed {
-			bs.MarkRemoved(uintptr(r[0]), uintptr(r[1]))
-		}
+	for _, r := range removed {
+		v.p.MarkRemoved(pager.Range{Start: uintptr(r[0]), End: uintptr(r[1])})
 	}
 	v.ctx, v.cancel = context.WithCancelCause(context.Background())
 
@@ -134,13 +133,13 @@ func (v *vm) guestBytes() uint64 {
 
 func (v *vm) info() VMInfo {
 	return VMInfo{
-		ID: v.id, PID: v.peer.pid, UID: v.peer.uid, Regions: slices.Clone(v.maps), Started: v.started,
+		ID: v.id, PID: v.peer.PID, UID: v.peer.UID, Regions: slices.Clone(v.maps), Started: v.started,
 		Stats: v.p.Stats(), Replay: v.replay != nil, Record: v.rec != nil, Features: v.u.Features(),
 	}
 }
 
-// onError logs what the pager recovered from, at most 10 lines a VM in
-// full and then one in a thousand: a broken VM must not flood the log.
+// onError logs what the pager recovered from: the first 10 errors of a
+// VM, then every thousandth, so that a broken VM does not flood the log.
 func (v *vm) onError(err error) {
 	n := v.errorsLogged.Add(1)
 	if n <= 10 || n%1000 == 0 {
@@ -171,28 +170,31 @@ func (s *Server) run(v *vm) {
 	}
 }
 
-// serve runs the pager and the exit watchers until one ends.
+// serve runs the pager, the exit watchers and the VM's population
+// (prefault or replay) until one ends it.
 func (v *vm) serve() error {
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		v.watchConn()
-	}()
+	wg.Go(v.watchConn)
 	if v.peer.pidfd != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			v.watchPid()
-		}()
+		wg.Go(v.watchPid)
+	}
+	// Population resolves ahead of the guest once the pager serves.
+	serving := func(fn func()) func() {
+		return func() {
+			select {
+			case <-v.p.Serving():
+				fn()
+			case <-v.ctx.Done():
+			}
+		}
 	}
 	if t := v.replay; t != nil {
 		v.replay = nil // once per VM
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			v.runReplay(t)
-		}()
+		wg.Go(serving(func() { v.runReplay(t) }))
+	}
+	if v.prefault {
+		v.prefault = false // once per VM, on this side of a handover
+		wg.Go(serving(v.runPrefault))
 	}
 	var recStop *time.Timer
 	if v.rec != nil {
@@ -222,35 +224,35 @@ func (s *Server) release(v *vm, cause error, handedOver bool) {
 	st := v.p.Stats()
 	s.mu.Lock()
 	delete(s.vms, v.id)
-	addStats(&s.retired, st)
+	s.retired.Add(st)
 	s.mu.Unlock()
-	reason := "gone"
+	reason := EndGone
 	switch {
 	case errors.Is(cause, errExited):
-		reason = "exited"
+		reason = EndExited
 	case errors.Is(cause, errSocketClosed):
-		reason = "socket_closed"
+		reason = EndSocketClosed
 	case errors.Is(cause, errShutdown):
-		reason = "shutdown"
+		reason = EndShutdown
 	case errors.Is(cause, errHandover):
-		reason = "handed_over"
+		reason = EndHandedOver
 	case errors.Is(cause, errGone):
 	default:
-		reason = "error"
+		reason = EndError
 	}
 	s.m.ended(reason)
 	level, msg := slog.LevelInfo, "VM ended"
-	if reason == "error" || reason == "shutdown" {
+	if reason == EndError || reason == EndShutdown {
 		level = slog.LevelWarn
 	}
 	if handedOver {
 		msg = "VM handed over"
 	}
 	v.log.Log(context.Background(), level, msg, "reason", reason, "cause", cause.Error(),
-		"served_for", time.Since(v.started).Round(time.Millisecond).String(),
+		"served_for", time.Since(v.started).Round(time.Millisecond),
 		"faults", st.Faults, "pages", st.Pages, "bytes", st.Bytes, "prefetched", st.Prefetched,
 		"filled", st.Filled, "zeroed", st.Zeroed, "removes", st.Removes,
-		"fault_p50", st.Latency.Quantile(0.5).String(), "fault_p99", st.Latency.Quantile(0.99).String())
+		"fault_p50", st.Latency.Quantile(0.5), "fault_p99", st.Latency.Quantile(0.99))
 }
 
 // wakeAll wakes every thread waiting on a fault of v, so that a fault
@@ -323,19 +325,63 @@ func (v *vm) watchPid() {
 	}
 }
 
+// resolve installs [addr, addr+n) ahead of the guest, skipping what the
+// VMM maps PROT_NONE now. It returns the bytes it asked the pager for and
+// the bytes it skipped, and false when v stopped.
+func (v *vm) resolve(pm *peerMemory, addr, n uint64, what string) (asked, skipped uint64, ok bool) {
+	for _, r := range pm.accessible(addr, addr+n) {
+		if err := v.p.Resolve(v.ctx, uintptr(r[0]), uintptr(r[1]-r[0])); err != nil {
+			if errors.Is(err, uffd.ErrProcessGone) || errors.Is(err, uffd.ErrClosed) || errors.Is(err, pager.ErrNotServing) || v.ctx.Err() != nil {
+				return asked, skipped, false
+			}
+			v.onError(fmt.Errorf("%s: %w", what, err))
+		}
+		asked += r[1] - r[0]
+		pm.resolved(r[1] - r[0])
+	}
+	return asked, n - asked, v.ctx.Err() == nil
+}
+
+// runPrefault populates every region in address order, in chunks, while
+// faults are served as they come, skipping memory the VMM maps PROT_NONE
+// (unplugged hotplug memory: its faults come once it is plugged, and are
+// served on demand).
+func (v *vm) runPrefault() {
+	t0 := time.Now()
+	pm := newPeerMemory(v)
+	var bytes, skipped uint64
+	for _, m := range v.maps {
+		chunk := max(uint64(pager.DefaultFillChunk), m.PageSize)
+		for a := m.BaseHostVirtAddr; a < m.End(); a += chunk {
+			n := min(chunk, m.End()-a)
+			got, skip, ok := v.resolve(pm, a, n, "prefault")
+			bytes += got
+			skipped += skip
+			if !ok {
+				v.log.Debug("prefault stopped", "bytes", bytes, "skipped_bytes", skipped)
+				return
+			}
+		}
+	}
+	v.log.Info("prefault done", "bytes", bytes, "skipped_bytes", skipped, "took", time.Since(t0).Round(time.Millisecond))
+}
+
 // runReplay prefetches the pages of t, in its order, merging runs of
-// consecutive pages into one resolve.
+// consecutive pages into one resolve, skipping memory the VMM maps
+// PROT_NONE.
 func (v *vm) runReplay(t *Trace) {
 	byOff := slices.Clone(v.maps)
-	slices.SortFunc(byOff, func(a, b Mapping) int { return cmp.Compare(a.Offset, b.Offset) })
+	slices.SortFunc(byOff, func(a, b firecracker.Mapping) int { return cmp.Compare(a.Offset, b.Offset) })
 	t0 := time.Now()
-	pages, skipped := 0, 0
+	pm := newPeerMemory(v)
+	pages, outside := 0, 0
+	var skipped uint64
 	const maxRun = 1 << 20
 	offs := t.Offsets
-	for i := 0; i < len(offs) && v.ctx.Err() == nil; {
+	for i := 0; i < len(offs); {
 		m, ok := mappingAtOffset(byOff, offs[i])
 		if !ok {
-			skipped++
+			outside++
 			i++
 			continue
 		}
@@ -348,23 +394,21 @@ func (v *vm) runReplay(t *Trace) {
 			j++
 		}
 		addr := m.BaseHostVirtAddr + (first - m.Offset)
-		if err := v.p.Resolve(uintptr(addr), uintptr(end-first)); err != nil {
-			if errors.Is(err, uffd.ErrProcessGone) || errors.Is(err, uffd.ErrClosed) || v.ctx.Err() != nil {
-				return
-			}
-			v.onError(fmt.Errorf("replay: %w", err))
+		_, skip, ok := v.resolve(pm, addr, end-first, "replay")
+		skipped += skip
+		if !ok {
+			v.log.Debug("replay stopped", "pages", pages, "of", len(offs))
+			return
 		}
 		pages += j - i
 		i = j
 	}
-	if v.ctx.Err() == nil {
-		v.log.Info("replay done", "pages", pages, "skipped", skipped, "took", time.Since(t0).Round(time.Millisecond).String())
-	}
+	v.log.Info("replay done", "pages", pages, "outside", outside, "skipped_bytes", skipped, "took", time.Since(t0).Round(time.Millisecond))
 }
 
 // mappingAtOffset finds the region whose file range holds off.
-func mappingAtOffset(byOff []Mapping, off uint64) (Mapping, bool) {
-	i, _ := slices.BinarySearchFunc(byOff, off, func(m Mapping, o uint64) int {
+func mappingAtOffset(byOff []firecracker.Mapping, off uint64) (firecracker.Mapping, bool) {
+	i, _ := slices.BinarySearchFunc(byOff, off, func(m firecracker.Mapping, o uint64) int {
 		switch {
 		case m.Offset+m.Size <= o:
 			return -1
@@ -381,72 +425,80 @@ func mappingAtOffset(byOff []Mapping, off uint64) (Mapping, bool) {
 			return m, true
 		}
 	}
-	return Mapping{}, false
+	return firecracker.Mapping{}, false
 }
 
-// recorder collects the file offsets of a VM's faults in order.
-type recorder struct {
-	maps []Mapping // by address
-	mu   sync.Mutex
-	offs []uint64
-	done bool
+// peerMemory follows which parts of a VM's memory its VMM can touch now,
+// from /proc/PID/maps, re-read as population goes on: memory hotplug
+// mprotect-s blocks between PROT_NONE (unplugged) and read-write
+// (plugged) with no userfaultfd event.
+type peerMemory struct {
+	v        *vm
+	m        firecracker.MemoryMap
+	read     time.Time
+	since    uint64 // bytes resolved since the map was read
+	disabled bool   // the map cannot be read: populate everything
 }
 
-func (r *recorder) add(addr uintptr) {
-	a := uint64(addr)
-	i, found := slices.BinarySearchFunc(r.maps, a, func(m Mapping, a uint64) int {
-		switch {
-		case m.End() <= a:
-			return -1
-		case m.BaseHostVirtAddr > a:
-			return 1
+// The map is read again after refreshBytes resolved or refreshAge passed,
+// whichever comes first: a block unplugged meanwhile may be populated, up
+// to that much.
+const (
+	refreshBytes = 4 << 20
+	refreshAge   = 10 * time.Millisecond
+)
+
+func newPeerMemory(v *vm) *peerMemory {
+	pm := &peerMemory{v: v}
+	if v.peer.PID <= 0 {
+		pm.disable(errors.New("the peer's pid is unknown (another pid namespace?)"))
+	}
+	return pm
+}
+
+func (pm *peerMemory) disable(err error) {
+	pm.disabled = true
+	pm.v.log.Warn("cannot read the VMM's memory map: memory it maps PROT_NONE (unplugged hotplug memory) is populated too", "err", err)
+}
+
+func (pm *peerMemory) resolved(n uint64) { pm.since += n }
+
+// accessible returns the parts of [start, end) that the VMM maps
+// accessible now.
+func (pm *peerMemory) accessible(start, end uint64) [][2]uint64 {
+	if pm.disabled {
+		return [][2]uint64{{start, end}}
+	}
+	if pm.m == nil || pm.since >= refreshBytes || time.Since(pm.read) >= refreshAge {
+		m, err := firecracker.ReadMemoryMap(pm.v.peer.PID)
+		if pm.exited() {
+			return nil // the VM is ending; the pid may be another process's now
 		}
-		return 0
-	})
-	if !found {
-		return
+		if err != nil {
+			pm.disable(err)
+			return [][2]uint64{{start, end}}
+		}
+		pm.m, pm.read, pm.since = m, time.Now(), 0
 	}
-	off := r.maps[i].Offset + (a - r.maps[i].BaseHostVirtAddr)
-	r.mu.Lock()
-	if !r.done {
-		r.offs = append(r.offs, off)
-	}
-	r.mu.Unlock()
+	return pm.m.Accessible(start, end)
 }
 
-// endRecording stops v's recording, writing the trace when save is set
-// and anything was recorded.
-func (s *Server) endRecording(v *vm, save bool) {
-	r := v.rec
-	if r == nil {
-		return
+// exited reports whether the peer process has exited (its pidfd is
+// readable).
+func (pm *peerMemory) exited() bool {
+	f := pm.v.peer.pidfd
+	if f == nil {
+		return false
 	}
-	r.mu.Lock()
-	if r.done {
-		r.mu.Unlock()
-		return
-	}
-	r.done = true
-	offs := r.offs
-	r.offs = nil
-	r.mu.Unlock()
-	if !save || len(offs) == 0 {
-		s.traceMu.Lock()
-		s.recording = false
-		s.traceMu.Unlock()
-		return
-	}
-	t := &Trace{Size: s.cfg.MemFile.Size(), Fingerprint: s.fingerprint, Offsets: offs}
-	err := WriteTrace(s.cfg.Trace, t)
-	s.traceMu.Lock()
-	s.recording = false
-	if err == nil {
-		s.replay = t
-	}
-	s.traceMu.Unlock()
+	rc, err := f.SyscallConn()
 	if err != nil {
-		v.log.Error("writing the trace", "trace", s.cfg.Trace, "err", err)
-		return
+		return false
 	}
-	v.log.Info("trace written: later VMs replay it", "trace", s.cfg.Trace, "pages", len(offs))
+	gone := false
+	rc.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		gone = err == nil && n > 0
+	})
+	return gone
 }

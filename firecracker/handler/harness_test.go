@@ -1,6 +1,6 @@
 //go:build linux
 
-package firecracker_test
+package handler_test
 
 import (
 	"bytes"
@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gouffd/uffd/firecracker"
 	"github.com/gouffd/uffd/firecracker/fctest"
+	"github.com/gouffd/uffd/firecracker/handler"
 	"github.com/gouffd/uffd/pager"
 )
 
@@ -62,7 +62,7 @@ func memFile(t testing.TB, dir string, size int) (string, []byte) {
 // daemon is a Server serving on a socket, as `uffd firecracker` runs it.
 type daemon struct {
 	t       testing.TB
-	s       *firecracker.Server
+	s       *handler.Server
 	sock    string
 	memPath string
 	mem     []byte
@@ -88,7 +88,7 @@ const testMem = 64 << 20
 
 // startDaemon starts a server on a memory file of size bytes. cfg's
 // MemFile and Logger are filled in.
-func startDaemon(t testing.TB, size int, cfg firecracker.Config) *daemon {
+func startDaemon(t testing.TB, size int, cfg handler.Config) *daemon {
 	t.Helper()
 	dir := sockDir(t)
 	path, data := memFile(t, dir, size)
@@ -100,17 +100,17 @@ func startDaemon(t testing.TB, size int, cfg firecracker.Config) *daemon {
 	return startDaemonOn(t, dir, path, data, f, cfg)
 }
 
-func startDaemonOn(t testing.TB, dir, path string, data []byte, f pager.Mapped, cfg firecracker.Config) *daemon {
+func startDaemonOn(t testing.TB, dir, path string, data []byte, f pager.Mapped, cfg handler.Config) *daemon {
 	t.Helper()
 	logs := &syncBuffer{}
 	if f == nil {
 		f = pager.Image(data)
 	}
-	cfg.MemFile = f
+	cfg.Memory = f
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s, err := firecracker.NewServer(cfg)
+	s, err := handler.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,4 +224,10 @@ func (d *daemon) logLines(words ...string) []string {
 		}
 	}
 	return out
+}
+
+// vmOf is a VM of one region of size bytes that touches it in random
+// order and checks every byte.
+func vmOf(size uint64) fctest.Config {
+	return fctest.Config{Regions: []fctest.Region{{Size: size}}, Touch: []string{"random"}, Verify: true}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package firecracker_test
+package handler_test
 
 import (
 	"os"

@@ -1,6 +1,6 @@
 //go:build linux
 
-package firecracker_test
+package handler_test
 
 import (
 	"os"
@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gouffd/uffd/firecracker"
 	"github.com/gouffd/uffd/firecracker/fctest"
+	"github.com/gouffd/uffd/firecracker/handler"
 	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/pager"
 )
@@ -22,7 +22,7 @@ func basePages(size uint64) int { return int(size) / os.Getpagesize() }
 // random order, checking every byte, ballooning a range and checking it
 // reads back as zeroes. Each is released when it exits.
 func TestServeVMs(t *testing.T) {
-	d := startDaemon(t, testMem, firecracker.Config{Prefetch: pager.Adaptive()})
+	d := startDaemon(t, testMem, handler.Config{Prefetch: pager.Adaptive()})
 	cfgs := []fctest.Config{
 		{Regions: []fctest.Region{{Size: 24 << 20, Offset: 0}, {Size: 8 << 20, Offset: 24 << 20}}, Touch: []string{"seq", "random"}, Verify: true, Balloon: true},
 		{Regions: []fctest.Region{{Size: 16 << 20, Offset: 32 << 20}}, Touch: []string{"random-write"}, Verify: true, Balloon: true},
@@ -67,7 +67,7 @@ func TestServeVMs(t *testing.T) {
 // 4 KiB pages, as Firecracker's huge-page guests map it (MAP_HUGETLB).
 func TestServeHugetlb(t *testing.T) {
 	testutil.ReserveHugePages(t, 16)
-	d := startDaemon(t, testMem, firecracker.Config{})
+	d := startDaemon(t, testMem, handler.Config{})
 	huge := d.startVM(fctest.Config{
 		Regions: []fctest.Region{{Size: 16 << 20, Huge: true, Offset: 0}, {Size: 8 << 20, Huge: true, Offset: 32 << 20}},
 		Touch:   []string{"random", "seq-write"}, Verify: true, Balloon: true,
@@ -92,7 +92,7 @@ func TestModes(t *testing.T) {
 	const size = 16 << 20
 	vm := fctest.Config{Regions: []fctest.Region{{Size: size, Offset: 0}}, Touch: []string{"random"}, Verify: true}
 	t.Run("on-demand", func(t *testing.T) {
-		d := startDaemon(t, testMem, firecracker.Config{Mode: firecracker.OnDemand})
+		d := startDaemon(t, testMem, handler.Config{Mode: handler.OnDemand})
 		d.startVM(vm).wait(t)
 		d.waitIdle(t)
 		if st := d.s.Stats(); st.Filled != 0 || st.Faults == 0 {
@@ -100,7 +100,7 @@ func TestModes(t *testing.T) {
 		}
 	})
 	t.Run("prefault", func(t *testing.T) {
-		d := startDaemon(t, testMem, firecracker.Config{Mode: firecracker.Prefault})
+		d := startDaemon(t, testMem, handler.Config{Mode: handler.Prefault})
 		// Hold the VM until the fill is done, then touch: no fault left.
 		hold := filepath.Join(t.TempDir(), "go")
 		p := d.startVM(fctest.Config{Regions: vm.Regions, Verify: true, StartFile: hold})
@@ -117,12 +117,12 @@ func TestModes(t *testing.T) {
 	})
 	t.Run("record-replay", func(t *testing.T) {
 		trace := filepath.Join(t.TempDir(), "trace")
-		cfg := firecracker.Config{Mode: firecracker.RecordReplay, Trace: trace, Prefetch: pager.Adaptive()}
+		cfg := handler.Config{Mode: handler.RecordReplay, Trace: trace, Prefetch: pager.Adaptive()}
 		d := startDaemon(t, testMem, cfg)
 		// First restore: recorded, page by page.
 		d.startVM(vm).wait(t)
 		d.waitIdle(t)
-		tr, err := firecracker.ReadTrace(trace)
+		tr, err := handler.ReadTrace(trace)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +155,7 @@ func TestModes(t *testing.T) {
 // TestReleaseOnKill kills a VM while it is served: the daemon notices
 // (pidfd, connection), releases it, and serves the next one.
 func TestReleaseOnKill(t *testing.T) {
-	d := startDaemon(t, testMem, firecracker.Config{})
+	d := startDaemon(t, testMem, handler.Config{})
 	hold := filepath.Join(t.TempDir(), "never")
 	p := d.startVM(fctest.Config{Regions: []fctest.Region{{Size: 8 << 20}}, Touch: []string{"seq"}, HoldFile: hold})
 	waitFor(t, "the VM's touches", func() bool { return d.s.Stats().Faults > 0 && len(d.s.VMs()) == 1 })
@@ -180,7 +180,7 @@ func TestReleaseOnKill(t *testing.T) {
 func TestMain_usesDistinctPIDs(t *testing.T) {
 	// The test VMs must be processes of their own: their faults come from
 	// another address space than the handler's.
-	d := startDaemon(t, 8<<20, firecracker.Config{})
+	d := startDaemon(t, 8<<20, handler.Config{})
 	res := d.startVM(fctest.Config{Regions: []fctest.Region{{Size: 4 << 20}}, Touch: []string{"seq"}}).wait(t)
 	if res.PID == os.Getpid() || res.PID == 0 {
 		t.Fatalf("VM pid %d, test pid %d", res.PID, os.Getpid())
@@ -192,7 +192,7 @@ func TestMain_usesDistinctPIDs(t *testing.T) {
 // memory nor serves zero pages; the guest's next fault waits. The VM must
 // not see zeroes where its snapshot data belongs.
 func TestStopStallsVMs(t *testing.T) {
-	d := startDaemon(t, 8<<20, firecracker.Config{})
+	d := startDaemon(t, 8<<20, handler.Config{})
 	start := filepath.Join(t.TempDir(), "start")
 	p := d.startVM(fctest.Config{Regions: []fctest.Region{{Size: 4 << 20}}, Touch: []string{"seq"}, Verify: true, StartFile: start})
 	waitFor(t, "the VM", func() bool { return len(d.s.VMs()) == 1 })

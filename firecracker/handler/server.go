@@ -1,6 +1,6 @@
 //go:build linux
 
-package firecracker
+package handler
 
 import (
 	"context"
@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,88 +19,37 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/firecracker"
+	"github.com/gouffd/uffd/handoff"
 	"github.com/gouffd/uffd/mem"
 	"github.com/gouffd/uffd/pager"
 )
 
-// Mode is how a VM's memory is brought in.
-type Mode int
-
+// Rejection reasons of the handler's own, beside the protocol's
+// (firecracker.Reason*): they label connections_rejected_total too.
 const (
-	// OnDemand serves each fault when it comes (with Config.Prefetch).
-	OnDemand Mode = iota
-	// Prefault populates all of the VM's memory in the background, in
-	// address order, while faults keep priority.
-	Prefault
-	// RecordReplay prefetches the pages a VM restored from this snapshot
-	// touched before, in the order it touched them, when a trace of the
-	// snapshot exists (Config.Trace); otherwise it serves on demand and
-	// records the order of the VM's faults into the trace.
-	RecordReplay
+	ReasonPeer       = "peer"          // the peer's credentials cannot be had, or it is gone
+	ReasonOverloaded = "overloaded"    // too many connections or VMs at once
+	ReasonInternal   = "internal"      // the handler failed (not the peer's fault)
+	ReasonShutdown   = "shutting_down" // the handler is stopping
 )
 
-var modeNames = []string{"on-demand", "prefault", "record-replay"}
+// Reasons lists every reason a connection is rejected for.
+var Reasons = append(slices.Clone(firecracker.Reasons), ReasonPeer, ReasonOverloaded, ReasonInternal, ReasonShutdown)
 
-func (m Mode) String() string {
-	if m >= 0 && int(m) < len(modeNames) {
-		return modeNames[m]
-	}
-	return fmt.Sprintf("Mode(%d)", int(m))
-}
-
-// ParseMode parses a Mode's name as String prints it.
-func ParseMode(s string) (Mode, error) {
-	for i, n := range modeNames {
-		if n == s {
-			return Mode(i), nil
-		}
-	}
-	return 0, fmt.Errorf("unknown mode %q (want one of %s)", s, strings.Join(modeNames, ", "))
-}
-
-// Config holds a Server's options. MemFile is required; the zero value of
-// everything else means the defaults.
-type Config struct {
-	// MemFile is the snapshot's memory file, mapped once and shared by
-	// every VM. It must not change while the server runs.
-	MemFile pager.Mapped
-	// Mode is how memory is brought in.
-	Mode Mode
-	// Trace is the trace file of RecordReplay.
-	Trace string
-	// RecordFor bounds how long after a restore its faults are recorded
-	// (default DefaultRecordFor); the VM's exit ends the recording sooner.
-	RecordFor time.Duration
-	// Prefetch, Workers and Reader configure each VM's pager.
-	Prefetch pager.Prefetch
-	Workers  int
-	Reader   pager.Reader
-	// Logger receives the server's structured logs (slog.Default() when
-	// nil).
-	Logger *slog.Logger
-	// HandshakeTimeout bounds the wait for a connection's message
-	// (default DefaultHandshakeTimeout).
-	HandshakeTimeout time.Duration
-	// MaxMessage bounds a handshake message (default DefaultMaxMessage).
-	MaxMessage int
-	// MaxVMs bounds the VMs served at once (default DefaultMaxVMs); more
-	// are refused.
-	MaxVMs int
-	// MaxHandshakes bounds the connections waiting for their message
-	// (default DefaultMaxHandshakes); more are refused at once.
-	MaxHandshakes int
-	// SkipMemoryMapCheck skips comparing the regions with the peer's
-	// /proc/PID/smaps.
-	SkipMemoryMapCheck bool
-}
-
-// Defaults of Config.
+// Why a VM stops being served, as the "VM ended" log line and
+// vms_ended_total{reason} name it.
 const (
-	DefaultHandshakeTimeout = 5 * time.Second
-	DefaultMaxVMs           = 1024
-	DefaultMaxHandshakes    = 64
-	DefaultRecordFor        = 60 * time.Second
+	EndExited       = "exited"        // the Firecracker process exited (its pidfd)
+	EndSocketClosed = "socket_closed" // Firecracker closed the connection
+	EndGone         = "gone"          // the userfaultfd reported the process gone (ESRCH)
+	EndHandedOver   = "handed_over"   // moved to another handler instance
+	EndShutdown     = "shutdown"      // this handler stopped
+	EndError        = "error"         // serving failed
 )
+
+// EndReasons lists every reason a VM ends for.
+var EndReasons = []string{EndExited, EndSocketClosed, EndGone, EndHandedOver, EndShutdown, EndError}
 
 // Server serves Firecracker VMs restored from one snapshot: it accepts
 // their connections, checks each handshake, and serves each VM's faults
@@ -110,6 +59,7 @@ type Server struct {
 	log         *slog.Logger
 	pageSizes   []int
 	fingerprint uint64
+	created     time.Time
 
 	handshakes chan struct{} // semaphore of connections in handshake
 
@@ -129,52 +79,70 @@ type Server struct {
 	handover handoverState
 
 	m serverMetrics
+
+	engine    *pager.Engine // serves every VM
+	ownEngine bool          // New started it
 }
 
-// NewServer returns a server for cfg.
-func NewServer(cfg Config) (*Server, error) {
-	if cfg.MemFile == nil {
-		return nil, errors.New("firecracker: no memory file")
-	}
-	if cfg.Mode < OnDemand || cfg.Mode > RecordReplay {
-		return nil, fmt.Errorf("firecracker: unknown mode %v", cfg.Mode)
-	}
-	if cfg.Mode == RecordReplay && cfg.Trace == "" {
-		return nil, errors.New("firecracker: record-replay needs a trace file")
+// New returns a server for cfg, after Validate and, in RecordReplay, a
+// check that the trace's directory is writable (a trace that cannot be
+// written is found at start, not after the first restore) and an attempt
+// to load the trace.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.HandshakeTimeout <= 0 {
+	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if cfg.MaxMessage <= 0 {
-		cfg.MaxMessage = DefaultMaxMessage
+	if cfg.MaxMessage == 0 {
+		cfg.MaxMessage = firecracker.DefaultMaxMessage
 	}
-	if cfg.MaxVMs <= 0 {
+	if cfg.MaxVMs == 0 {
 		cfg.MaxVMs = DefaultMaxVMs
 	}
-	if cfg.MaxHandshakes <= 0 {
+	if cfg.MaxHandshakes == 0 {
 		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
-	if cfg.RecordFor <= 0 {
+	if cfg.RecordFor == 0 {
 		cfg.RecordFor = DefaultRecordFor
 	}
 	sizes, _ := mem.HugePageSizes() // none: only base pages are accepted
+	eng, own := cfg.Engine, false
+	if eng == nil {
+		var err error
+		if eng, err = pager.NewEngine(pager.EngineConfig{}); err != nil {
+			return nil, fmt.Errorf("handler: %w", err)
+		}
+		own = true
+	}
 	s := &Server{
+		engine:     eng,
+		ownEngine:  own,
 		cfg:        cfg,
 		log:        cfg.Logger,
 		pageSizes:  sizes,
+		created:    time.Now(),
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		vms:        map[uint64]*vm{},
 	}
 	s.m.init()
 	if cfg.Mode == RecordReplay {
-		s.fingerprint = Fingerprint(cfg.MemFile.Bytes())
+		if err := checkWritable(cfg.Trace); err != nil {
+			return nil, err
+		}
+		fp, err := Fingerprint(cfg.Memory)
+		if err != nil {
+			return nil, fmt.Errorf("handler: fingerprint of the memory file: %w", err)
+		}
+		s.fingerprint = fp
 		t, err := ReadTrace(cfg.Trace)
 		switch {
 		case err == nil:
-			if err := t.Matches(cfg.MemFile.Size(), s.fingerprint); err != nil {
+			if err := t.Matches(cfg.Memory.Size(), s.fingerprint); err != nil {
 				s.log.Warn("trace does not match the memory file; the next VM records a new one", "trace", cfg.Trace, "err", err)
 			} else {
 				s.replay = t
@@ -189,11 +157,26 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// checkWritable checks that a file can be written at path (by a temporary
+// file renamed over it, as WriteTrace does): its directory exists and is
+// writable.
+func checkWritable(path string) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".check*")
+	if err != nil {
+		return fmt.Errorf("handler: the trace %s cannot be written: %w", path, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
 // Serve accepts connections on ln until ctx ends, then stops serving every
-// VM and returns nil. A VM that is still running when its handler stops
-// keeps its userfaultfd (Firecracker holds its own copy): its next fault
-// waits until a handler serves it again, so hand the VMs over (Handover)
-// rather than stop when they should go on running.
+// VM, logs the server's lifetime summary ("stopped") and returns nil. A VM
+// that is still running when its handler stops keeps its userfaultfd
+// (Firecracker holds its own copy): its next fault waits until a handler
+// serves it again, so hand the VMs over (Handover) rather than stop when
+// they should go on running.
 //
 // When Handover moves everything to another instance, Serve returns nil
 // without closing ln (which the other instance now has).
@@ -201,14 +184,14 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	s.mu.Lock()
 	if s.handover.ln != nil {
 		s.mu.Unlock()
-		return errors.New("firecracker: Serve is already running")
+		return errors.New("handler: Serve is already running")
 	}
 	s.handover.ln = ln
 	s.handover.acceptDone = make(chan struct{})
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	s.log.Info("serving", "socket", ln.Addr().String(), "mode", s.cfg.Mode.String(), "memory_file_bytes", s.cfg.MemFile.Size())
+	s.log.Debug("accepting connections", "socket", ln.Addr().String())
 	var err error
 	backoff := 5 * time.Millisecond
 	for {
@@ -248,17 +231,35 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 		// the VMs that stayed here to end.
 		<-s.handover.finished
 		s.wg.Wait()
+		s.closeEngine()
+		s.logSummary("handed over")
 		if s.handover.failed.Load() {
-			return errors.New("firecracker: handover failed; see the log")
+			return errors.New("handler: handover failed; see the log")
 		}
 		return nil
 	}
 	ln.Close()
-	s.shutdown()
+	left := s.shutdown()
+	s.logSummary("shutdown", "vms_left_running", left)
 	if err != nil {
-		return fmt.Errorf("firecracker: accept: %w", err)
+		return fmt.Errorf("handler: accept: %w", err)
 	}
 	return nil
+}
+
+// logSummary logs the server's lifetime counters.
+func (s *Server) logSummary(why string, args ...any) {
+	st := s.Stats()
+	var rejected uint64
+	for _, n := range s.Rejections() {
+		rejected += n
+	}
+	s.log.Info("stopped", append([]any{"why", why,
+		"uptime", time.Since(s.created).Round(time.Millisecond),
+		"connections", s.m.accepted.Load(), "rejected", rejected,
+		"vms_started", s.m.started.Load(), "vms_handed_over", s.m.endedCount(EndHandedOver),
+		"faults", st.Faults, "pages", st.Pages, "bytes", st.Bytes,
+		"fault_p50", st.Latency.Quantile(0.5), "fault_p99", st.Latency.Quantile(0.99)}, args...)...)
 }
 
 // Shutdown stops serving every VM (taken over, or left by Serve) and waits
@@ -266,8 +267,9 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 // after a Takeover that is not followed by Serve.
 func (s *Server) Shutdown() { s.shutdown() }
 
-// shutdown stops every VM and waits for the goroutines.
-func (s *Server) shutdown() {
+// shutdown stops every VM and waits for the goroutines. It returns how
+// many VMs it stopped.
+func (s *Server) shutdown() int {
 	s.mu.Lock()
 	s.stopping = true
 	vms := make([]*vm, 0, len(s.vms))
@@ -282,6 +284,17 @@ func (s *Server) shutdown() {
 		v.cancel(errShutdown)
 	}
 	s.wg.Wait()
+	s.closeEngine()
+	return len(vms)
+}
+
+// closeEngine stops the engine New started, once no VM uses it.
+func (s *Server) closeEngine() {
+	if s.ownEngine {
+		if err := s.engine.Close(); err != nil {
+			s.log.Error("engine", "err", err)
+		}
+	}
 }
 
 // VMInfo describes a VM being served.
@@ -289,7 +302,7 @@ type VMInfo struct {
 	ID       uint64
 	PID      int
 	UID      int
-	Regions  []Mapping
+	Regions  []firecracker.Mapping
 	Started  time.Time
 	Stats    pager.Stats
 	Replay   bool
@@ -315,68 +328,36 @@ func (s *Server) Stats() pager.Stats {
 	defer s.mu.Unlock()
 	sum := s.retired
 	for _, v := range s.vms {
-		addStats(&sum, v.p.Stats())
+		sum.Add(v.p.Stats())
 	}
 	return sum
-}
-
-func addStats(sum *pager.Stats, st pager.Stats) {
-	sum.Faults += st.Faults
-	sum.Pages += st.Pages
-	sum.Bytes += st.Bytes
-	sum.Prefetched += st.Prefetched
-	sum.Filled += st.Filled
-	sum.Zeroed += st.Zeroed
-	sum.Exists += st.Exists
-	sum.Retries += st.Retries
-	sum.SourceErrors += st.SourceErrors
-	sum.Poisoned += st.Poisoned
-	sum.Outside += st.Outside
-	sum.Removes += st.Removes
-	sum.Unmaps += st.Unmaps
-	sum.Remaps += st.Remaps
-	sum.Forks += st.Forks
-	for i, c := range st.Latency.Buckets {
-		sum.Latency.Buckets[i] += c
-	}
 }
 
 // peer is what the kernel says of the process at the other end of a
 // connection.
 type peer struct {
-	pid, uid, gid int
-	pidfd         *os.File // nil when it cannot be had
+	handoff.Cred
+	pidfd *os.File // nil when it cannot be had
 }
 
 // peerOf reads the peer's credentials (SO_PEERCRED) and a pidfd for it
 // (SO_PEERPIDFD, Linux 6.5; pidfd_open on older kernels).
 func peerOf(c *net.UnixConn) (peer, error) {
-	rc, err := c.SyscallConn()
+	cred, err := handoff.PeerCred(c)
 	if err != nil {
 		return peer{}, err
 	}
-	var p peer
-	var cerr error
+	p := peer{Cred: cred}
 	pidfd := -1
-	err = rc.Control(func(fd uintptr) {
-		var cred *unix.Ucred
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if cerr != nil {
-			return
-		}
-		p.pid, p.uid, p.gid = int(cred.Pid), int(cred.Uid), int(cred.Gid)
-		if n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
-			pidfd = n
-		}
-	})
-	if err == nil {
-		err = cerr
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			if n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
+				pidfd = n
+			}
+		})
 	}
-	if err != nil {
-		return peer{}, err
-	}
-	if pidfd < 0 && p.pid > 0 {
-		if n, err := unix.PidfdOpen(p.pid, unix.PIDFD_NONBLOCK); err == nil {
+	if pidfd < 0 && p.PID > 0 {
+		if n, err := unix.PidfdOpen(p.PID, unix.PIDFD_NONBLOCK); err == nil {
 			pidfd = n
 		}
 	}
@@ -408,19 +389,32 @@ func (s *Server) handle(c *net.UnixConn) {
 		s.rejected(log, c, nil, reject(ReasonPeer, "reading the peer's credentials: %v", err))
 		return
 	}
-	log = log.With("pid", p.pid)
+	log = log.With("pid", p.PID)
+	log.Debug("connection accepted", "uid", p.UID, "gid", p.GID, "pidfd", p.pidfd != nil)
 	select {
 	case s.handshakes <- struct{}{}:
 	default:
 		s.rejected(log, c, p.pidfd, reject(ReasonOverloaded, "%d connections are already waiting for their message", cap(s.handshakes)))
 		return
 	}
-	hs, err := ReadHandshake(c, s.cfg.MaxMessage, time.Now().Add(s.cfg.HandshakeTimeout))
+	t0 := time.Now()
+	hs, err := firecracker.ReadHandshake(c, s.cfg.MaxMessage, time.Now().Add(s.cfg.HandshakeTimeout))
 	<-s.handshakes
+	if errors.Is(err, firecracker.ErrNoMessage) {
+		// Nothing sent: a probe of whether something listens (a second
+		// instance, a health check), not a bad Firecracker.
+		log.Debug("connection closed without a handshake (a probe?)")
+		c.Close()
+		if p.pidfd != nil {
+			p.pidfd.Close()
+		}
+		return
+	}
 	if err != nil {
 		s.rejected(log, c, p.pidfd, err)
 		return
 	}
+	log.Debug("handshake received", "bytes", hs.Bytes, "regions", len(hs.Mappings), "took", time.Since(t0))
 	v, err := s.adopt(id, log, c, p, hs)
 	settled()
 	if err != nil {
@@ -430,10 +424,14 @@ func (s *Server) handle(c *net.UnixConn) {
 	s.run(v)
 }
 
+func reject(reason, format string, args ...any) error {
+	return &firecracker.HandshakeError{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
 // rejected logs and counts a refused connection and closes it.
 func (s *Server) rejected(log *slog.Logger, c *net.UnixConn, pidfd *os.File, err error) {
 	reason := ReasonInternal
-	var he *HandshakeError
+	var he *firecracker.HandshakeError
 	if errors.As(err, &he) {
 		reason = he.Reason
 	}
@@ -451,17 +449,17 @@ func (s *Server) rejected(log *slog.Logger, c *net.UnixConn, pidfd *os.File, err
 
 // adopt checks a handshake and sets up its VM: the userfaultfd, the pager
 // and its regions. On error it closes hs.FD.
-func (s *Server) adopt(id uint64, log *slog.Logger, c *net.UnixConn, p peer, hs *Handshake) (*vm, error) {
-	if err := Validate(hs.Mappings, s.cfg.MemFile.Size(), s.pageSizes); err != nil {
+func (s *Server) adopt(id uint64, log *slog.Logger, c *net.UnixConn, p peer, hs *firecracker.Handshake) (*vm, error) {
+	if err := firecracker.Validate(hs.Mappings, s.cfg.Memory.Size(), s.pageSizes); err != nil {
 		unix.Close(hs.FD)
 		return nil, err
 	}
-	if !s.cfg.SkipMemoryMapCheck && p.pid > 0 {
-		vmas, err := readSmaps(p.pid)
+	if !s.cfg.SkipMemoryMapCheck && p.PID > 0 {
+		vmas, err := firecracker.ReadSmaps(p.PID)
 		if err != nil {
-			log.Debug("cannot read the peer's memory map; regions not checked against it", "err", err)
+			log.Warn("cannot read the peer's memory map; regions not checked against it", "err", err)
 		} else {
-			unreg, err := checkMemoryMap(vmas, hs.Mappings)
+			unreg, err := vmas.Check(hs.Mappings)
 			if err != nil {
 				unix.Close(hs.FD)
 				return nil, err
@@ -469,11 +467,12 @@ func (s *Server) adopt(id uint64, log *slog.Logger, c *net.UnixConn, p peer, hs 
 			if len(unreg) > 0 {
 				log.Warn("regions not registered with a userfaultfd in missing mode: their faults will not reach this handler", "regions", unreg)
 			}
+			log.Debug("regions match the peer's memory map", "mappings", len(vmas))
 		}
 	}
 	u, err := uffd.FromFD(hs.FD, 0) // closes the fd on error
 	if err != nil {
-		return nil, reject(ReasonFD, "the descriptor sent is not a usable userfaultfd: %v", err)
+		return nil, reject(firecracker.ReasonFD, "the descriptor sent is not a usable userfaultfd: %v", err)
 	}
 	v, err := s.newVM(id, log, c, p, u, hs.Mappings, nil)
 	if err != nil {
@@ -481,8 +480,8 @@ func (s *Server) adopt(id uint64, log *slog.Logger, c *net.UnixConn, p peer, hs 
 		return nil, err
 	}
 	log.Info("VM connected",
-		"uid", p.uid, "regions", len(hs.Mappings), "guest_bytes", v.guestBytes(), "message_bytes", hs.Bytes,
-		"features", u.Features().String(), "layout", describeRegions(hs.Mappings),
+		"uid", p.UID, "regions", len(hs.Mappings), "guest_bytes", v.guestBytes(), "message_bytes", hs.Bytes,
+		"features", u.Features().String(), "layout", firecracker.Describe(hs.Mappings),
 		"replay", v.replay != nil, "record", v.rec != nil)
 	if !u.Features().Has(uffd.FeatureEventRemove) {
 		log.Warn("the userfaultfd lacks UFFD_FEATURE_EVENT_REMOVE: memory the guest gives back (balloon) is not seen, and is served from the snapshot again if touched (Firecracker before 1.7 enables it only with a balloon device)")

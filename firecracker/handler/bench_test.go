@@ -1,6 +1,6 @@
 //go:build linux
 
-package firecracker_test
+package handler_test
 
 import (
 	"flag"
@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gouffd/uffd/firecracker"
 	"github.com/gouffd/uffd/firecracker/fctest"
+	"github.com/gouffd/uffd/firecracker/handler"
 	"github.com/gouffd/uffd/pager"
 )
 
@@ -22,7 +22,7 @@ var benchMiB = flag.Int("fc.mib", 64, "guest size of BenchmarkTouchAll, in MiB (
 // It reports the median time of a whole pass (ms/pass) and per page
 // (ns/page); compare with `ref_handler -s MiB -r 3` (and -x).
 //
-//	go test -run '^$' -bench TouchAll -benchtime 3x ./firecracker -args -fc.mib=1024
+//	go test -run '^$' -bench TouchAll -benchtime 3x ./firecracker/handler -args -fc.mib=1024
 func BenchmarkTouchAll(b *testing.B) {
 	size := *benchMiB << 20
 	dir := sockDir(b)
@@ -34,23 +34,22 @@ func BenchmarkTouchAll(b *testing.B) {
 	defer f.Close()
 	for _, mode := range []struct {
 		name string
-		cfg  firecracker.Config
+		cfg  handler.Config
 	}{
-		{"on-demand", firecracker.Config{Prefetch: pager.Adaptive()}},
-		{"on-demand-4KiB", firecracker.Config{}},
-		{"on-demand-4KiB-thread", firecracker.Config{Reader: pager.ReaderThread}},
-		{"prefault", firecracker.Config{Mode: firecracker.Prefault, Prefetch: pager.Adaptive()}},
-		{"record-replay", firecracker.Config{Mode: firecracker.RecordReplay, Prefetch: pager.Adaptive()}},
+		{"on-demand", handler.Config{Prefetch: pager.Adaptive()}},
+		{"on-demand-4KiB", handler.Config{}},
+		{"prefault", handler.Config{Mode: handler.Prefault, Prefetch: pager.Adaptive()}},
+		{"record-replay", handler.Config{Mode: handler.RecordReplay, Prefetch: pager.Adaptive()}},
 	} {
 		for _, order := range []string{"seq-write", "random-write"} {
 			b.Run(mode.name+"/"+order, func(b *testing.B) {
 				cfg := mode.cfg
-				if cfg.Mode == firecracker.RecordReplay {
+				if cfg.Mode == handler.RecordReplay {
 					cfg.Trace = filepath.Join(b.TempDir(), "trace")
 				}
 				d := startDaemonOn(b, sockDir(b), path, data, f, cfg)
 				vm := fctest.Config{Regions: []fctest.Region{{Size: uint64(size)}}, Touch: []string{order}}
-				if cfg.Mode == firecracker.RecordReplay {
+				if cfg.Mode == handler.RecordReplay {
 					// The recording restore, not timed.
 					d.startVM(vm).wait(b)
 					d.waitIdle(b)

@@ -1,14 +1,12 @@
 //go:build linux
 
-package firecracker
+package handler
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"slices"
@@ -20,6 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/firecracker"
+	"github.com/gouffd/uffd/handoff"
 )
 
 // # Handover
@@ -30,15 +30,16 @@ import (
 // comes. To restart or upgrade the handler without stopping its VMs, the
 // running instance hands everything to the new one over a UNIX socket:
 //
-//	new -> old   {"op":"takeover","version":1}
+//	new -> old   {"op":"takeover","version":2}
 //	old -> new   {"op":"listener"}             + the listening socket
 //	old -> new   {"op":"vm", ...}              + uffd, connection, pidfd   (per VM)
 //	new -> old   {"op":"ack","ok":true}                                    (per VM)
 //	old -> new   {"op":"done","vms":N,"kept":K}
 //	new -> old   {"op":"bye"}
 //
-// Each message is a frame: a 4-byte big-endian length, then that many
-// bytes of JSON; descriptors ride on the frame's first byte (SCM_RIGHTS).
+// Each message is a JSON object carried by package handoff (SendFDs and
+// ReceiveFDs: the "UFD1" header, then the payload, with the descriptors on
+// its first byte and the sender's credentials).
 //
 // The old instance stops accepting first (connections queue in the
 // listening socket's backlog, which the new instance then serves), then
@@ -51,29 +52,18 @@ import (
 // without a handler only between the old pager's stop and the new one's
 // start; its faults wait in the userfaultfd meanwhile, none is lost.
 
-// balloonState is what a pager must offer for a VM that removed memory
-// (balloon inflation) to be handed over: the removed ranges, which must
-// read as zeroes when touched again, and a way to mark them in the new
-// pager. A VM with removals whose pager lacks it stays with the old
-// instance until it exits.
-type balloonState interface {
-	RemovedRanges() [][2]uintptr
-	MarkRemoved(start, end uintptr)
-}
-
-const handoverVersion = 1
-
-// maxFrame bounds a handover frame.
-const maxFrame = 64 << 20
+// handoverVersion is the protocol's version: 2 since the messages travel
+// in package handoff's framing (version 1 had a framing of its own).
+const handoverVersion = 2
 
 type handoverMsg struct {
-	Op      string    `json:"op"`
-	Version int       `json:"version,omitempty"`
-	ID      uint64    `json:"id,omitempty"`
-	PID     int       `json:"pid,omitempty"`
-	UID     int       `json:"uid,omitempty"`
-	GID     int       `json:"gid,omitempty"`
-	Regions []Mapping `json:"regions,omitempty"`
+	Op      string                `json:"op"`
+	Version int                   `json:"version,omitempty"`
+	ID      uint64                `json:"id,omitempty"`
+	PID     int                   `json:"pid,omitempty"`
+	UID     int                   `json:"uid,omitempty"`
+	GID     int                   `json:"gid,omitempty"`
+	Regions []firecracker.Mapping `json:"regions,omitempty"`
 	// Removed lists [start, end) ranges removed by the VM (balloon): they
 	// must read as zeroes.
 	Removed [][2]uint64 `json:"removed,omitempty"`
@@ -103,41 +93,21 @@ func writeFrame(c *net.UnixConn, m *handoverMsg, fds []int) error {
 	if err != nil {
 		return err
 	}
-	frame := make([]byte, 4+len(b))
-	binary.BigEndian.PutUint32(frame, uint32(len(b)))
-	copy(frame[4:], b)
-	if len(fds) == 0 {
-		_, err = c.Write(frame)
-		return err
-	}
-	n, _, err := c.WriteMsgUnix(frame, unix.UnixRights(fds...), nil)
-	if err == nil && n < len(frame) {
-		_, err = c.Write(frame[n:])
-	}
-	return err
+	return handoff.SendFDs(c, b, fds...)
 }
 
-// readFrame reads one frame and the descriptors that came with it (owned
+// readFrame reads one message and the descriptors that came with it (owned
 // by the caller, also on error).
 func readFrame(c *net.UnixConn, m *handoverMsg) ([]int, error) {
-	r := &fdReader{c: c, max: maxFrame + 4, oob: make([]byte, unix.CmsgSpace(4*maxFDs))}
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return r.fds, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n > maxFrame {
-		return r.fds, fmt.Errorf("handover frame of %d bytes", n)
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return r.fds, err
-	}
-	if r.err != nil {
-		return r.fds, r.err
+	b, fds, _, err := handoff.ReceiveFDs(c)
+	if err != nil {
+		return nil, err
 	}
 	*m = handoverMsg{}
-	return r.fds, json.Unmarshal(body, m)
+	if err := json.Unmarshal(b, m); err != nil {
+		return fds, fmt.Errorf("handover message: %w", err)
+	}
+	return fds, nil
 }
 
 func closeFDs(fds []int) {
@@ -175,8 +145,8 @@ func (s *Server) ServeControl(ctx context.Context, ln *net.UnixListener) error {
 		if p.pidfd != nil {
 			p.pidfd.Close()
 		}
-		if err != nil || (p.uid != 0 && p.uid != os.Geteuid()) {
-			s.log.Warn("handover request refused: the peer runs as another user", "uid", p.uid, "err", err)
+		if err != nil || (p.UID != 0 && p.UID != os.Geteuid()) {
+			s.log.Warn("handover request refused: the peer runs as another user", "uid", p.UID, "err", err)
 			c.Close()
 			continue
 		}
@@ -194,12 +164,12 @@ func (s *Server) ServeControl(ctx context.Context, ln *net.UnixListener) error {
 
 // Handover hands the listening socket and every VM to the instance at the
 // other end of c, which called Takeover. Serve returns once it is done.
-// VMs that cannot move (see balloonState) stay and are served here until
-// they exit; Serve returns after them.
+// A VM that the other instance refuses stays and is served here until it
+// exits; Serve returns after it.
 func (s *Server) Handover(ctx context.Context, c *net.UnixConn) error {
 	h := &s.handover
 	if !h.once.TryLock() {
-		return errors.New("firecracker: a handover is already running")
+		return errors.New("handler: a handover is already running")
 	}
 	defer h.once.Unlock()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
@@ -209,16 +179,16 @@ func (s *Server) Handover(ctx context.Context, c *net.UnixConn) error {
 	fds, err := readFrame(c, &req)
 	closeFDs(fds)
 	if err != nil {
-		return fmt.Errorf("firecracker: reading the takeover request: %w", err)
+		return fmt.Errorf("handler: reading the takeover request: %w", err)
 	}
 	if req.Op != "takeover" || req.Version != handoverVersion {
-		return fmt.Errorf("firecracker: unexpected handover request %q version %d (want takeover version %d)", req.Op, req.Version, handoverVersion)
+		return fmt.Errorf("handler: unexpected handover request %q version %d (want takeover version %d)", req.Op, req.Version, handoverVersion)
 	}
 	s.mu.Lock()
 	ln := h.ln
 	s.mu.Unlock()
 	if ln == nil || h.active.Load() {
-		return errors.New("firecracker: not serving, nothing to hand over")
+		return errors.New("handler: not serving, nothing to hand over")
 	}
 	s.log.Info("handing over to a new instance", "new_pid", req.PID)
 
@@ -233,7 +203,7 @@ func (s *Server) Handover(ctx context.Context, c *net.UnixConn) error {
 	lf, err := ln.File()
 	if err != nil {
 		h.failed.Store(true)
-		return fmt.Errorf("firecracker: the listening socket: %w", err)
+		return fmt.Errorf("handler: the listening socket: %w", err)
 	}
 	// Not lf.Fd(), which would make the shared socket blocking.
 	var lfd int
@@ -245,7 +215,7 @@ func (s *Server) Handover(ctx context.Context, c *net.UnixConn) error {
 	lf.Close()
 	if err != nil {
 		h.failed.Store(true)
-		return fmt.Errorf("firecracker: sending the listening socket: %w", err)
+		return fmt.Errorf("handler: sending the listening socket: %w", err)
 	}
 	// The other instance owns the socket's path now.
 	ln.SetUnlinkOnClose(false)
@@ -279,10 +249,10 @@ func (s *Server) Handover(ctx context.Context, c *net.UnixConn) error {
 	}
 	if failure != nil {
 		h.failed.Store(true)
-		return fmt.Errorf("firecracker: handover stopped after %d VMs (%d stay here): %w", moved, kept, failure)
+		return fmt.Errorf("handler: handover stopped after %d VMs (%d stay here): %w", moved, kept, failure)
 	}
 	if err := writeFrame(c, &handoverMsg{Op: "done", VMs: moved, Kept: kept}, nil); err != nil {
-		return fmt.Errorf("firecracker: handover: %w", err)
+		return fmt.Errorf("handler: handover: %w", err)
 	}
 	var bye handoverMsg
 	fds, _ = readFrame(c, &bye)
@@ -294,30 +264,17 @@ func (s *Server) Handover(ctx context.Context, c *net.UnixConn) error {
 // handOne moves one VM. It returns false, nil when the VM must stay; an
 // error when the handover must stop (the VM then stays too).
 func (s *Server) handOne(c *net.UnixConn, v *vm) (bool, error) {
-	bs, hasBalloon := any(v.p).(balloonState)
-	if !hasBalloon && v.p.Stats().Removes > 0 {
-		v.log.Warn("VM removed memory (balloon) and this pager cannot hand that state over: it stays with this instance until it exits")
-		return false, nil
-	}
 	v.cancel(errHandover)
 	<-v.stopped
 	if context.Cause(v.ctx) != errHandover {
 		return false, nil // it ended on its own meanwhile: nothing to move
 	}
-	if !hasBalloon && v.p.Stats().Removes > 0 {
-		// A removal was read between the check above and the stop.
-		v.log.Warn("VM removed memory (balloon) and this pager cannot hand that state over: it stays with this instance until it exits")
-		v.handoff <- false
-		return false, nil
-	}
 	msg := &handoverMsg{
-		Op: "vm", ID: v.id, PID: v.peer.pid, UID: v.peer.uid, GID: v.peer.gid,
+		Op: "vm", ID: v.id, PID: v.peer.PID, UID: v.peer.UID, GID: v.peer.GID,
 		Regions: v.maps, Started: v.started, FDs: []string{"uffd", "conn"},
 	}
-	if hasBalloon {
-		for _, r := range bs.RemovedRanges() {
-			msg.Removed = append(msg.Removed, [2]uint64{uint64(r[0]), uint64(r[1])})
-		}
+	for _, r := range v.p.RemovedRanges() {
+		msg.Removed = append(msg.Removed, [2]uint64{uint64(r.Start), uint64(r.End)})
 	}
 	var fds []int
 	var held []*os.File
@@ -384,13 +341,13 @@ func (s *Server) handOne(c *net.UnixConn, v *vm) (bool, error) {
 func (s *Server) Takeover(ctx context.Context, control string, ready func()) (*net.UnixListener, error) {
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: control, Net: "unix"})
 	if err != nil {
-		return nil, fmt.Errorf("firecracker: takeover: %w", err)
+		return nil, fmt.Errorf("handler: takeover: %w", err)
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := writeFrame(c, &handoverMsg{Op: "takeover", Version: handoverVersion, PID: os.Getpid()}, nil); err != nil {
-		return nil, fmt.Errorf("firecracker: takeover: %w", err)
+		return nil, fmt.Errorf("handler: takeover: %w", err)
 	}
 	var ln *net.UnixListener
 	defer func() {
@@ -404,14 +361,14 @@ func (s *Server) Takeover(ctx context.Context, control string, ready func()) (*n
 		fds, err = readFrame(c, &m)
 		if err != nil {
 			closeFDs(fds)
-			err = fmt.Errorf("firecracker: takeover: %w", err)
+			err = fmt.Errorf("handler: takeover: %w", err)
 			return nil, err
 		}
 		switch m.Op {
 		case "listener":
 			if len(fds) != 1 {
 				closeFDs(fds)
-				err = fmt.Errorf("firecracker: takeover: the listener came with %d descriptors", len(fds))
+				err = fmt.Errorf("handler: takeover: the listener came with %d descriptors", len(fds))
 				return nil, err
 			}
 			f := os.NewFile(uintptr(fds[0]), "listener")
@@ -422,7 +379,7 @@ func (s *Server) Takeover(ctx context.Context, control string, ready func()) (*n
 				if l != nil {
 					l.Close()
 				}
-				err = fmt.Errorf("firecracker: takeover: the listener is not a UNIX socket: %v", e)
+				err = fmt.Errorf("handler: takeover: the listener is not a UNIX socket: %v", e)
 				return nil, err
 			}
 			ln = ul
@@ -433,13 +390,13 @@ func (s *Server) Takeover(ctx context.Context, control string, ready func()) (*n
 				s.log.Error("taking over a VM failed; it stays with the old instance", "from_vm", m.ID, "pid", m.PID, "err", e)
 			}
 			if err = writeFrame(c, &ack, nil); err != nil {
-				err = fmt.Errorf("firecracker: takeover: %w", err)
+				err = fmt.Errorf("handler: takeover: %w", err)
 				return nil, err
 			}
 		case "done":
 			closeFDs(fds)
 			if ln == nil {
-				err = errors.New("firecracker: takeover: no listening socket came")
+				err = errors.New("handler: takeover: no listening socket came")
 				return nil, err
 			}
 			s.log.Info("takeover done", "vms", m.VMs, "vms_left_with_old_instance", m.Kept)
@@ -450,7 +407,7 @@ func (s *Server) Takeover(ctx context.Context, control string, ready func()) (*n
 			return ln, nil
 		default:
 			closeFDs(fds)
-			err = fmt.Errorf("firecracker: takeover: unexpected message %q", m.Op)
+			err = fmt.Errorf("handler: takeover: unexpected message %q", m.Op)
 			return nil, err
 		}
 	}
@@ -462,7 +419,7 @@ func (s *Server) adoptHandedOver(m *handoverMsg, fds []int) error {
 		closeFDs(fds)
 		return fmt.Errorf("descriptors %v do not match %d received", m.FDs, len(fds))
 	}
-	if err := Validate(m.Regions, s.cfg.MemFile.Size(), s.pageSizes); err != nil {
+	if err := firecracker.Validate(m.Regions, s.cfg.Memory.Size(), s.pageSizes); err != nil {
 		closeFDs(fds)
 		return err
 	}
@@ -483,7 +440,7 @@ func (s *Server) adoptHandedOver(m *handoverMsg, fds []int) error {
 		closeFDs(fds[2:])
 		return fmt.Errorf("the connection is not a UNIX socket: %v", err)
 	}
-	p := peer{pid: m.PID, uid: m.UID, gid: m.GID}
+	p := peer{Cred: handoff.Cred{PID: m.PID, UID: m.UID, GID: m.GID}}
 	if len(fds) > 2 && m.FDs[2] == "pidfd" {
 		if err := unix.SetNonblock(fds[2], true); err == nil {
 			p.pidfd = os.NewFile(uintptr(fds[2]), "pidfd")
@@ -492,7 +449,7 @@ func (s *Server) adoptHandedOver(m *handoverMsg, fds []int) error {
 		}
 	}
 	id := s.nextID.Add(1)
-	log := s.log.With("vm", id, "pid", p.pid)
+	log := s.log.With("vm", id, "pid", p.PID)
 	removed := m.Removed
 	if removed == nil {
 		removed = [][2]uint64{}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package firecracker_test
+package handler_test
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gouffd/uffd/firecracker"
 	"github.com/gouffd/uffd/firecracker/fctest"
+	"github.com/gouffd/uffd/firecracker/handler"
 	"github.com/gouffd/uffd/pager"
 )
 
@@ -30,7 +30,7 @@ func TestHandover(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	a := startDaemonOn(t, dir, path, data, f, firecracker.Config{Prefetch: pager.Fixed(16 << 10)})
+	a := startDaemonOn(t, dir, path, data, f, handler.Config{Prefetch: pager.Fixed(16 << 10)})
 	ctlPath := filepath.Join(dir, "ctl.sock")
 	ctl, err := net.ListenUnix("unix", &net.UnixAddr{Name: ctlPath, Net: "unix"})
 	if err != nil {
@@ -58,7 +58,7 @@ func TestHandover(t *testing.T) {
 
 	logs := &syncBuffer{}
 	b := &daemon{t: t, sock: a.sock, memPath: path, mem: data, logs: logs, done: make(chan struct{})}
-	b.s, err = firecracker.NewServer(firecracker.Config{MemFile: f, Prefetch: pager.Fixed(16 << 10),
+	b.s, err = handler.New(handler.Config{Memory: f, Prefetch: pager.Fixed(16 << 10),
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 //go:build linux
 
-package firecracker_test
+package handler_test
 
 import (
 	"encoding/json"
@@ -15,6 +15,8 @@ import (
 	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/firecracker"
 	"github.com/gouffd/uffd/firecracker/fctest"
+	"github.com/gouffd/uffd/firecracker/handler"
+	"github.com/gouffd/uffd/handoff"
 	"github.com/gouffd/uffd/mem"
 )
 
@@ -56,7 +58,7 @@ func sendRaw(t *testing.T, c *net.UnixConn, b []byte, fds ...int) {
 // log line naming the reason, its connection is closed, the daemon goes on
 // and serves a good VM afterwards, and nothing leaks.
 func TestBadInput(t *testing.T) {
-	d := startDaemon(t, 8<<20, firecracker.Config{HandshakeTimeout: 300 * time.Millisecond, MaxMessage: 64 << 10})
+	d := startDaemon(t, 8<<20, handler.Config{HandshakeTimeout: 300 * time.Millisecond, MaxMessage: 64 << 10})
 	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +102,13 @@ func TestBadInput(t *testing.T) {
 		{"missing field", firecracker.ReasonJSON, func(c *net.UnixConn) { sendRaw(t, c, []byte(`[{"size":4096,"offset":0}]`), ufd) }},
 		{"missing fd", firecracker.ReasonFD, func(c *net.UnixConn) { sendRaw(t, c, good(nil)) }},
 		{"two fds", firecracker.ReasonFD, func(c *net.UnixConn) { sendRaw(t, c, good(nil), ufd, pipe[0]) }},
+		{"more descriptors than a message may carry", firecracker.ReasonFD, func(c *net.UnixConn) {
+			fds := make([]int, handoff.MaxFDs+1)
+			for i := range fds {
+				fds[i] = ufd
+			}
+			sendRaw(t, c, good(nil), fds...)
+		}},
 		{"fd not a userfaultfd", firecracker.ReasonFD, func(c *net.UnixConn) { sendRaw(t, c, good(nil), pipe[0]) }},
 		{"outside the memory file", firecracker.ReasonRegion, func(c *net.UnixConn) {
 			sendRaw(t, c, good(func(m *firecracker.Mapping) { m.Offset = 8 << 20 }), ufd)
@@ -168,8 +177,8 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	for reason := range d.s.Rejections() {
-		if len(d.logLines("connection rejected", "reason="+reason)) == 0 {
+	for reason, n := range d.s.Rejections() {
+		if n > 0 && len(d.logLines("connection rejected", "reason="+reason)) == 0 {
 			t.Errorf("no log line for rejections of reason %s", reason)
 		}
 	}
@@ -204,7 +213,7 @@ func dupFD(t *testing.T, u *uffd.UFFD) int {
 // the refusals at a bounded rate, and serves a VM that comes afterwards.
 func TestFlood(t *testing.T) {
 	const limit, flood = 4, 200
-	d := startDaemon(t, 8<<20, firecracker.Config{MaxHandshakes: limit, HandshakeTimeout: 500 * time.Millisecond})
+	d := startDaemon(t, 8<<20, handler.Config{MaxHandshakes: limit, HandshakeTimeout: 500 * time.Millisecond})
 	var conns []*net.UnixConn
 	for range flood {
 		conns = append(conns, peerConn(t, d))
@@ -213,10 +222,10 @@ func TestFlood(t *testing.T) {
 		closedByDaemon(t, c, 3*time.Second)
 	}
 	rej := d.s.Rejections()
-	if rej[firecracker.ReasonOverloaded] < flood-2*limit || rej[firecracker.ReasonTimeout] > 2*limit || rej[firecracker.ReasonOverloaded]+rej[firecracker.ReasonTimeout] != flood {
+	if rej[handler.ReasonOverloaded] < flood-2*limit || rej[firecracker.ReasonTimeout] > 2*limit || rej[handler.ReasonOverloaded]+rej[firecracker.ReasonTimeout] != flood {
 		t.Errorf("rejections %v: want most of %d overloaded, at most %d timed out", rej, flood, 2*limit)
 	}
-	if n := len(d.logLines("reason=" + firecracker.ReasonOverloaded)); n > 10 {
+	if n := len(d.logLines("reason=" + handler.ReasonOverloaded)); n > 10 {
 		t.Errorf("%d log lines for the flood: the log was flooded too", n)
 	}
 	res := d.startVM(fctest.Config{Regions: []fctest.Region{{Size: 4 << 20}}, Touch: []string{"seq"}, Verify: true}).wait(t)
