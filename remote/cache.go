@@ -46,9 +46,9 @@ type Cache struct {
 	limit int64
 	temp  bool
 
-	mu       sync.Mutex
-	versions map[string]*version
-	evicting sync.Mutex
+	mu        sync.Mutex
+	versions  map[string]*version
+	evicting  sync.Mutex
 	evictions atomic.Uint64 // chunks this process evicted
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/bits"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,12 +80,7 @@ type Config struct {
 	// (default DefaultConcurrency). A quarter of them (at least one) is
 	// kept for urgent requests.
 	Concurrency int
-	// RequestTimeout bounds one attempt of a range request;
-	// StallTimeout aborts an attempt whose body has sent nothing for that
-	// long; RetryFor is how long a range is retried through transient
-	// failures (a server down, resets, 5xx) before its waiters get the
-	// error.
-	RequestTimeout, StallTimeout, RetryFor time.Duration
+	Timeouts
 	// NoIndex ignores the image's index.
 	NoIndex bool
 	// Source configures the connections.
@@ -108,6 +102,8 @@ type Image struct {
 	stop  context.CancelFunc
 	stats counters
 
+	r *retrier
+
 	failed atomic.Pointer[error]
 	bufs   sync.Pool
 
@@ -119,6 +115,7 @@ type Image struct {
 	closed     bool
 	workers    sync.WaitGroup
 	closeOnce  sync.Once
+	ownClient  bool
 }
 
 // job fetches one chunk for every waiter of this process.
@@ -151,19 +148,11 @@ func Open(ctx context.Context, url string, cfg Config) (*Image, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
-	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = DefaultRequestTimeout
-	}
-	if cfg.StallTimeout <= 0 {
-		cfg.StallTimeout = DefaultStallTimeout
-	}
-	if cfg.RetryFor <= 0 {
-		cfg.RetryFor = DefaultRetryFor
-	}
 	if cfg.Source.Connections == 0 {
 		cfg.Source.Connections = cfg.Concurrency + 4
 	}
-	if cfg.Source.HTTPClient == nil {
+	ownClient := cfg.Source.HTTPClient == nil
+	if ownClient {
 		cfg.Source.HTTPClient = NewHTTPClient(cfg.Source.Connections)
 	}
 	if cfg.ChunkSize != 0 && (cfg.ChunkSize < PageSize || cfg.ChunkSize&(cfg.ChunkSize-1) != 0 || cfg.ChunkSize > 1<<30) {
@@ -171,9 +160,13 @@ func Open(ctx context.Context, url string, cfg Config) (*Image, error) {
 	}
 	src, err := OpenSource(ctx, url, cfg.Source)
 	if err != nil {
+		if ownClient {
+			cfg.Source.HTTPClient.CloseIdleConnections()
+		}
 		return nil, err
 	}
-	im := &Image{url: url, src: src, cfg: cfg}
+	im := &Image{url: url, src: src, cfg: cfg, ownClient: ownClient}
+	im.r = &retrier{src: src, timeouts: cfg.timeouts(), stats: &im.stats, logger: cfg.Logger}
 	if !cfg.NoIndex {
 		im.idx = im.loadIndex(ctx)
 	}
@@ -313,10 +306,8 @@ func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err
 		go arrived(off, n, err)
 		return
 	}
-	if err := im.Err(); err != nil {
-		go arrived(off, n, err)
-		return
-	}
+	failed := im.Err()
+	var failures [][2]int64
 	now := time.Now()
 	var ready [][2]int64
 	var sides []*job
@@ -330,6 +321,11 @@ func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err
 		if v.allPresent(p, q) {
 			im.stats.hits.Add(1)
 			ready = append(ready, [2]int64{a, b - a})
+			a = b
+			continue
+		}
+		if failed != nil {
+			failures = append(failures, [2]int64{a, b - a})
 			a = b
 			continue
 		}
@@ -366,10 +362,13 @@ func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err
 		v.mu.Unlock()
 		a = b
 	}
-	if len(ready) > 0 {
+	if len(ready) > 0 || len(failures) > 0 {
 		go func() {
 			for _, r := range ready {
 				arrived(r[0], r[1], nil)
+			}
+			for _, r := range failures {
+				arrived(r[0], r[1], failed)
 			}
 		}()
 	}
@@ -471,6 +470,9 @@ func (im *Image) Close() error {
 		im.workers.Wait()
 		im.cache.release(im.v)
 		im.src.Close()
+		if im.ownClient {
+			im.cfg.Source.HTTPClient.CloseIdleConnections()
+		}
 	})
 	return nil
 }
@@ -727,123 +729,25 @@ func (im *Image) notify(j *job) {
 	}
 }
 
-// fetchSpan brings pages [p, q) into the cache, retrying transient
-// failures with backoff and resuming after the pages already written.
-// main: the job's own stream (it moves j.front).
+// fetchSpan brings pages [p, q) into the cache (see retrier.read). main:
+// the job's own stream (it moves j.front).
 func (im *Image) fetchSpan(j *job, p, q int64, main bool) error {
 	v := im.v
 	off, end := p<<pageShift, min(q<<pageShift, v.l.size)
-	began := time.Now()
 	bp := im.bufs.Get().(*[]byte)
 	defer im.bufs.Put(bp)
-	attempt := 0
-	for off < end {
+	if main {
+		j.front.Store(p)
+	}
+	return im.r.read(im.ctx, off, end, (*bp)[:end-off], func(a, b int64) error {
+		if _, err := v.dataF.WriteAt((*bp)[a-off:b-off], a); err != nil {
+			return &Error{Op: "cache write", URL: im.url, Kind: KindOther, Err: err}
+		}
+		v.setPresent(a>>pageShift, (b+PageSize-1)>>pageShift)
 		if main {
-			j.front.Store(off >> pageShift)
+			j.front.Store((b + PageSize - 1) >> pageShift)
 		}
-		n, err := im.readOnce(j, off, end, *bp, main)
-		off += n
-		if err == nil {
-			continue
-		}
-		if im.ctx.Err() != nil {
-			return ErrClosed
-		}
-		kind := KindOf(err)
-		if kind != KindTransient {
-			im.stats.errors[kind].Add(1)
-			return err
-		}
-		if n > 0 {
-			attempt = 0
-		}
-		backoff := min(50*time.Millisecond<<min(attempt, 10), 2*time.Second)
-		backoff = backoff/2 + rand.N(backoff)
-		if time.Since(began)+backoff > im.cfg.RetryFor {
-			im.stats.errors[kind].Add(1)
-			return fmt.Errorf("remote: fetch %s bytes %d-%d: gave up after %v: %w", im.url, off, end-1, time.Since(began).Round(time.Millisecond), err)
-		}
-		im.stats.retries.Add(1)
-		if attempt == 3 {
-			im.warn("retrying", "off", off, "err", err)
-		}
-		attempt++
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-im.ctx.Done():
-			t.Stop()
-			return ErrClosed
-		}
-	}
-	return nil
-}
-
-var errStalled = errors.New("no bytes arrived within the stall timeout")
-
-// readOnce makes one range request for [off, end) and writes what
-// arrives to the cache page by page, setting Present bits and notifying
-// waiters as pages complete. It returns the bytes written (whole pages,
-// or up to end).
-func (im *Image) readOnce(j *job, off, end int64, buf []byte, main bool) (written int64, err error) {
-	v := im.v
-	ctx, cancel := context.WithTimeout(im.ctx, im.cfg.RequestTimeout)
-	defer cancel()
-	var stalled atomic.Bool
-	stall := time.AfterFunc(im.cfg.StallTimeout, func() { stalled.Store(true); cancel() })
-	defer stall.Stop()
-	im.stats.inFlight.Add(1)
-	defer im.stats.inFlight.Add(-1)
-	im.stats.requests.Add(1)
-	t0 := time.Now()
-	total := end - off
-	defer func() {
-		if err != nil && im.ctx.Err() == nil && (stalled.Load() || ctx.Err() != nil) {
-			why := errStalled
-			if !stalled.Load() {
-				why = fmt.Errorf("no answer within %v", im.cfg.RequestTimeout)
-			}
-			err = &Error{Op: "read", URL: im.url, Kind: KindTransient, Err: why}
-		}
-	}()
-	body, err := im.src.ReadRange(ctx, off, total)
-	if err != nil {
-		return 0, err
-	}
-	defer body.Close()
-	var got int64
-	for got < total {
-		n, rerr := body.Read(buf[got:total])
-		if n > 0 {
-			stall.Reset(im.cfg.StallTimeout)
-			got += int64(n)
-			im.stats.bytes.Add(uint64(n))
-		}
-		w := got &^ (PageSize - 1)
-		if got == total {
-			w = got
-		}
-		if w > written {
-			if _, werr := v.dataF.WriteAt(buf[written:w], off+written); werr != nil {
-				return written, &Error{Op: "cache write", URL: im.url, Kind: KindOther, Err: werr}
-			}
-			v.setPresent((off+written)>>pageShift, (off+w+PageSize-1)>>pageShift)
-			written = w
-			if main {
-				j.front.Store((off + written) >> pageShift)
-			}
-			im.notify(j)
-		}
-		if rerr == io.EOF && got == total {
-			break
-		}
-		if rerr != nil {
-			if rerr == io.EOF {
-				rerr = &Error{Op: "read", URL: im.url, Kind: KindTransient, Err: io.ErrUnexpectedEOF}
-			}
-			return written, rerr
-		}
-	}
-	observe(&im.stats.latency, time.Since(t0))
-	return written, nil
+		im.notify(j)
+		return nil
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -38,26 +39,41 @@ func ParseS3URL(rawurl string) (bucket, key string, err error) {
 
 // NewS3Client returns an S3 client configured the standard AWS way:
 // credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/
-// AWS_SESSION_TOKEN, AWS_PROFILE and the shared files, the region from
+// AWS_SESSION_TOKEN, AWS_PROFILE and the shared files, a CA bundle from
+// AWS_CA_BUNDLE, the region from
 // AWS_REGION or the profile (DefaultRegion when none is set), the endpoint
 // from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (or cfg.S3Endpoint). It
 // does not retry: callers here retry themselves, resuming partial
 // transfers.
 func NewS3Client(ctx context.Context, cfg SourceConfig) (*s3.Client, error) {
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = NewHTTPClient(cfg.Connections)
+	conns := cfg.Connections
+	if conns <= 0 {
+		conns = 64
 	}
+	// The SDK's own buildable client, so that the configuration can add
+	// a CA bundle (AWS_CA_BUNDLE), with the settings of NewHTTPClient.
+	bc := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConns = 4 * conns
+		tr.MaxIdleConnsPerHost = conns
+		tr.IdleConnTimeout = 90 * time.Second
+		tr.ResponseHeaderTimeout = 30 * time.Second
+		tr.DisableCompression = true
+		tr.ForceAttemptHTTP2 = true
+	})
 	ac, err := config.LoadDefaultConfig(ctx,
-		config.WithHTTPClient(hc),
+		config.WithHTTPClient(bc),
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }))
 	if err != nil {
 		return nil, &Error{Op: "configure", URL: "s3://", Kind: KindOther, Err: err}
+	}
+	if b, ok := ac.HTTPClient.(*awshttp.BuildableClient); ok {
+		ac.HTTPClient = b.Freeze() // an *http.Client whose idle connections can be closed
 	}
 	if ac.Region == "" {
 		ac.Region = DefaultRegion
 	}
 	return s3.NewFromConfig(ac, func(o *s3.Options) {
+		o.DisableLogOutputChecksumValidationSkipped = true
 		if cfg.S3Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.S3Endpoint)
 		}
@@ -103,7 +119,12 @@ func openS3(ctx context.Context, rawurl, _ string, cfg SourceConfig) (Source, er
 
 func (s *s3Source) URL() string        { return s.url }
 func (s *s3Source) Identity() Identity { return s.id }
-func (s *s3Source) Close() error       { return nil }
+func (s *s3Source) Close() error {
+	if c, ok := s.client.Options().HTTPClient.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+	return nil
+}
 
 func (s *s3Source) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	if err := checkRange(s.url, s.id.Size, off, n); err != nil {
