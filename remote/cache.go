@@ -94,14 +94,13 @@ func (c *Cache) Usage() (int64, error) {
 
 // state-file layout.
 const (
-	stateMagic   = "UFFDRC\x00\x01"
-	headerSize   = 4096
-	hdrSize      = 8
-	hdrShift     = 16
-	hdrChunks    = 20
-	hdrIdentity  = 24 // 32 bytes
-	hdrUsed      = 56
-	hdrIndexSums = 64 // 1 when the chunk checksums came from an index
+	stateMagic  = "UFFDRC\x00\x01"
+	headerSize  = 4096
+	hdrSize     = 8
+	hdrShift    = 16
+	hdrChunks   = 20
+	hdrIdentity = 24 // the version's name, 64 bytes, NUL-padded
+	hdrUsed     = 88
 )
 
 const (
@@ -398,7 +397,7 @@ func (v *version) create() error {
 	binary.LittleEndian.PutUint64(hdr[hdrSize:], uint64(v.l.size))
 	binary.LittleEndian.PutUint32(hdr[hdrShift:], uint32(v.l.chunkShift))
 	binary.LittleEndian.PutUint32(hdr[hdrChunks:], uint32(v.l.chunks))
-	copy(hdr[hdrIdentity:hdrIdentity+32], v.name)
+	copy(hdr[hdrIdentity:hdrIdentity+64], v.name)
 	_, err = st.WriteAt(hdr, 0)
 	if err == nil {
 		err = st.Truncate(v.l.total)
@@ -421,7 +420,7 @@ func (v *version) valid(size int64, shift uint) bool {
 	return len(h) >= headerSize && string(h[:8]) == stateMagic &&
 		binary.LittleEndian.Uint64(h[hdrSize:]) == uint64(size) &&
 		binary.LittleEndian.Uint32(h[hdrShift:]) == uint32(shift) &&
-		string(h[hdrIdentity:hdrIdentity+len(v.name)]) == v.name
+		len(v.name) < 64 && string(h[hdrIdentity:hdrIdentity+len(v.name)]) == v.name && h[hdrIdentity+len(v.name)] == 0
 }
 
 func (v *version) mapFiles() (err error) {

@@ -38,7 +38,7 @@ func runHelper(role string) int {
 			return 1
 		}
 		defer im.Close()
-		if err := fetchAll(nil, im, false); err != nil {
+		if err := fetchRange(im, 0, (im.Size()+remote.PageSize-1)&^(remote.PageSize-1), false); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -184,6 +184,10 @@ func s3Error(op, url string, err error) *Error {
 		return e
 	}
 	e.Status = re.HTTPStatusCode()
+	if e.Status == 0 { // no response: the request failed on the way
+		e.Kind = netKind(err)
+		return e
+	}
 	e.Kind = statusKind(e.Status)
 	var ae smithy.APIError
 	code, msg := "", ""
