@@ -1,3 +1,5 @@
+//go:build linux
+
 package remote
 
 import (
@@ -16,12 +18,6 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 )
-
-// PageSize is the unit of presence: the Present and Zero bitmaps have one
-// bit per PageSize bytes of an image.
-const PageSize = 4096
-
-const pageShift = 12
 
 // Cache is a directory of image versions shared by the processes of a
 // host. Each version (an object's URL and Identity) has a directory of
@@ -535,13 +531,28 @@ func (v *version) markZero(idx *Index) {
 	}
 }
 
-// drop forgets chunk c (its lock held): bits cleared, bytes punched out.
+// drop forgets chunk c (its lock held): bits cleared, then, once no
+// reader pins it, bytes punched out.
 func (v *version) drop(c int64) {
 	p, q := v.pageRange(c)
 	v.clearPresent(p, q)
-	off, end := v.chunkRange(c)
-	punch(v.dataF, off, end)
 	atomic.StoreUint32(&v.states[c], chunkAbsent)
+	if v.waitUnpinned(c) {
+		off, end := v.chunkRange(c)
+		punch(v.dataF, off, end)
+	}
+}
+
+// waitUnpinned waits up to pinWait for chunk c's pin count to be 0.
+func (v *version) waitUnpinned(c int64) bool {
+	deadline := time.Now().Add(pinWait)
+	for wait := 10 * time.Microsecond; atomic.LoadInt32(&v.pins[c]) != 0; wait = min(2*wait, 10*time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(wait)
+	}
+	return true
 }
 
 func punch(f *os.File, off, end int64) error {
@@ -716,15 +727,11 @@ func (v *version) evictChunk(c int64) (int64, bool) {
 	}
 	p, q := v.pageRange(c)
 	v.clearPresent(p, q)
-	deadline := time.Now().Add(pinWait)
-	for wait := 10 * time.Microsecond; atomic.LoadInt32(&v.pins[c]) != 0; wait = min(2*wait, 10*time.Millisecond) {
-		if time.Now().After(deadline) {
-			// Leave the bytes (and the chunk counted): readers that
-			// pinned before the clear may still copy them. The chunk
-			// is fetched again when wanted (same bytes).
-			return 0, false
-		}
-		time.Sleep(wait)
+	if !v.waitUnpinned(c) {
+		// Leave the bytes (and the chunk counted): readers that pinned
+		// before the clear may still copy them. The chunk is fetched
+		// again when wanted (the same bytes).
+		return 0, false
 	}
 	off, end := v.chunkRange(c)
 	punch(v.dataF, off, end)

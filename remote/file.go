@@ -7,17 +7,15 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"syscall"
 	"time"
 )
 
-// fileSource reads a local file. Its identity adds the inode and the
-// modification time to the size; every read checks them.
+// fileSource reads a local file. Its identity is its size and
+// modification time; every read checks them.
 type fileSource struct {
 	url string
 	f   *os.File
 	id  Identity
-	ino uint64
 }
 
 func openFile(rawurl, path string) (Source, error) {
@@ -40,12 +38,7 @@ func openFile(rawurl, path string) (Source, error) {
 		f.Close()
 		return nil, &Error{Op: "open", URL: rawurl, Kind: KindOther, Err: err}
 	}
-	s := &fileSource{url: rawurl, f: f, id: Identity{Size: st.Size(), LastModified: st.ModTime()}}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		s.ino = sys.Ino
-		s.id.ETag = fmt.Sprintf("\"%x-%x\"", sys.Dev, sys.Ino)
-	}
-	return s, nil
+	return &fileSource{url: rawurl, f: f, id: Identity{Size: st.Size(), LastModified: st.ModTime()}}, nil
 }
 
 func (s *fileSource) URL() string        { return s.url }

@@ -1,9 +1,12 @@
+//go:build linux
+
 package remote_test
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -252,3 +255,5 @@ func createBucket(t *testing.T, c *s3.Client, name string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package remote
 
 import (
@@ -55,18 +57,6 @@ type Fetcher interface {
 }
 
 var _ Fetcher = (*Image)(nil)
-
-// Defaults of Config.
-const (
-	// DefaultChunkSize is the unit of fetching and caching when the
-	// image's index does not set one (see the README for the
-	// measurements behind it).
-	DefaultChunkSize      = 2 << 20
-	DefaultConcurrency    = 16
-	DefaultRequestTimeout = 2 * time.Minute
-	DefaultStallTimeout   = 10 * time.Second
-	DefaultRetryFor       = 10 * time.Minute
-)
 
 // Config configures Open. The zero value is the defaults.
 type Config struct {
@@ -138,7 +128,8 @@ type job struct {
 type waiter struct {
 	next, end int64 // bytes, page-aligned
 	fn        func(off, n int64, err error)
-	t0        time.Time // urgent: when asked
+	urgent    bool
+	t0        time.Time // urgent: when asked, until the first delivery
 }
 
 // Open opens the image at url (see OpenSource) through cfg.Cache. It
@@ -219,33 +210,6 @@ func (im *Image) loadIndex(ctx context.Context) *Index {
 		return nil
 	}
 	return x
-}
-
-// ReadIndex reads the index written beside the image at url by Push.
-func ReadIndex(ctx context.Context, url string, cfg SourceConfig) (*Index, error) {
-	s, err := OpenSource(ctx, IndexURL(url), cfg)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	size := s.Identity().Size
-	if size > 256<<20 || size < 16 {
-		return nil, fmt.Errorf("remote: index %s: %d bytes", IndexURL(url), size)
-	}
-	body, err := s.ReadRange(ctx, 0, size)
-	if err != nil {
-		return nil, err
-	}
-	defer body.Close()
-	b, err := io.ReadAll(body)
-	if err != nil {
-		return nil, err
-	}
-	x := new(Index)
-	if err := x.UnmarshalBinary(b); err != nil {
-		return nil, fmt.Errorf("remote: index %s: %w", IndexURL(url), err)
-	}
-	return x, nil
 }
 
 func (im *Image) warn(msg string, args ...any) {
@@ -329,7 +293,7 @@ func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err
 			a = b
 			continue
 		}
-		w := &waiter{next: a, end: b, fn: arrived}
+		w := &waiter{next: a, end: b, fn: arrived, urgent: urgent}
 		if urgent {
 			w.t0 = now
 		}
@@ -650,7 +614,8 @@ func (im *Image) side(j *job, p, q int64) {
 }
 
 // finish ends job j: its waiters get what is present, or err for the
-// rest.
+// rest (all of it, for background waiters of an image with an index: its
+// pages were not checked).
 func (im *Image) finish(j *job, err error) {
 	v := im.v
 	v.mu.Lock()
@@ -668,7 +633,9 @@ func (im *Image) finish(j *job, err error) {
 		im.failed.CompareAndSwap(nil, &err)
 	}
 	for _, w := range ws {
-		im.deliver(w)
+		if err == nil || w.urgent || im.idx == nil {
+			im.deliver(w)
+		}
 		if w.next < w.end {
 			fail := err
 			if fail == nil {
@@ -706,6 +673,13 @@ func (im *Image) notify(j *job) {
 	v.mu.Lock()
 	keep := j.waiters[:0]
 	for _, w := range j.waiters {
+		if !w.urgent && im.idx != nil {
+			// Background requests get their pages once the chunk
+			// matches the index's checksum (finish); faults get them
+			// as they arrive.
+			keep = append(keep, w)
+			continue
+		}
 		a := w.next
 		for w.next < w.end && v.isPresent(w.next>>pageShift) {
 			w.next += PageSize

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"os"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -246,3 +247,60 @@ func BuildIndex(ctx context.Context, r io.ReaderAt, size int64, shift uint, work
 var zeroPage [PageSize]byte
 
 func allZero(b []byte) bool { return bytes.Equal(b, zeroPage[:len(b)]) }
+
+// WriteIndexFile writes the index of the file at path, in chunks of
+// chunkSize bytes (0: DefaultChunkSize), to path + IndexSuffix, so that an
+// HTTP server can serve it beside the image.
+func WriteIndexFile(ctx context.Context, path string, chunkSize int64) (*Index, error) {
+	if chunkSize == 0 {
+		chunkSize = DefaultChunkSize
+	}
+	if chunkSize < PageSize || chunkSize&(chunkSize-1) != 0 || chunkSize > 1<<30 {
+		return nil, fmt.Errorf("remote: index: chunk size %d: want a power of two from 4 KiB to 1 GiB", chunkSize)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("remote: index: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("remote: index: %w", err)
+	}
+	x, err := BuildIndex(ctx, f, st.Size(), uint(bits.TrailingZeros64(uint64(chunkSize))), 4, nil)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := x.MarshalBinary()
+	if err := os.WriteFile(path+IndexSuffix, b, 0o644); err != nil {
+		return nil, fmt.Errorf("remote: index: %w", err)
+	}
+	return x, nil
+}
+
+// ReadIndex reads the index written beside the image at url by Push.
+func ReadIndex(ctx context.Context, url string, cfg SourceConfig) (*Index, error) {
+	s, err := OpenSource(ctx, IndexURL(url), cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	size := s.Identity().Size
+	if size > 256<<20 || size < 16 {
+		return nil, fmt.Errorf("remote: index %s: %d bytes", IndexURL(url), size)
+	}
+	body, err := s.ReadRange(ctx, 0, size)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	x := new(Index)
+	if err := x.UnmarshalBinary(b); err != nil {
+		return nil, fmt.Errorf("remote: index %s: %w", IndexURL(url), err)
+	}
+	return x, nil
+}
