@@ -75,7 +75,7 @@ const (
 	// DefaultChunkSize is the unit of fetching and caching when the
 	// image's index does not set one (chosen by measurement: see the
 	// README).
-	DefaultChunkSize      = 2 << 20
+	DefaultChunkSize      = 4 << 20
 	DefaultConcurrency    = 16
 	DefaultRequestTimeout = 2 * time.Minute
 	DefaultStallTimeout   = 10 * time.Second

@@ -113,8 +113,9 @@ type job struct {
 	img *Image
 	c   int64
 
-	taken atomic.Bool
-	front atomic.Int64 // the next page the running span writes
+	taken       atomic.Bool
+	urgentWaits atomic.Bool  // an urgent waiter: hand pages on at once
+	front       atomic.Int64 // the next page the running span writes
 
 	// guarded by v.mu
 	urgent    bool
@@ -323,6 +324,9 @@ func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err
 			}
 		}
 		j.waiters = append(j.waiters, w)
+		if urgent {
+			j.urgentWaits.Store(true)
+		}
 		v.mu.Unlock()
 		a = b
 	}
@@ -713,7 +717,7 @@ func (im *Image) fetchSpan(j *job, p, q int64, main bool) error {
 	if main {
 		j.front.Store(p)
 	}
-	return im.r.read(im.ctx, off, end, (*bp)[:end-off], func(a, b int64) error {
+	return im.r.read(im.ctx, off, end, (*bp)[:end-off], j.urgentWaits.Load, func(a, b int64) error {
 		if _, err := v.dataF.WriteAt((*bp)[a-off:b-off], a); err != nil {
 			return &Error{Op: "cache write", URL: im.url, Kind: KindOther, Err: err}
 		}

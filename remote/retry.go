@@ -49,16 +49,24 @@ type retrier struct {
 
 var errStalled = errors.New("no bytes arrived within the stall timeout")
 
+// flushBytes is the batch in which bytes nobody waits for yet are handed
+// on.
+const flushBytes = 256 << 10
+
 // read reads [off, end) of the source into buf (len end-off), calling
 // pages(a, b) once bytes [a, b) are in buf[a-off:b-off] (b page-aligned,
 // or end). Transient failures are retried with exponential backoff and
 // jitter for up to RetryFor, resuming after the last pages delivered; the
 // backoff starts over after an attempt that made progress.
-func (r *retrier) read(ctx context.Context, off, end int64, buf []byte, pages func(a, b int64) error) error {
+//
+// eager, when not nil, says whether someone waits for pages now: then
+// pages is called at every page boundary; otherwise bytes are handed on
+// in batches of flushBytes (fewer writes and wake-ups).
+func (r *retrier) read(ctx context.Context, off, end int64, buf []byte, eager func() bool, pages func(a, b int64) error) error {
 	began := time.Now()
 	attempt := 0
 	for pos := off; pos < end; {
-		n, err := r.once(ctx, off, pos, end, buf, pages)
+		n, err := r.once(ctx, off, pos, end, buf, eager, pages)
 		pos += n
 		if err == nil {
 			continue
@@ -99,7 +107,7 @@ func (r *retrier) read(ctx context.Context, off, end int64, buf []byte, pages fu
 
 // once makes one request for [pos, end) and returns the bytes delivered
 // to pages.
-func (r *retrier) once(ctx context.Context, off, pos, end int64, buf []byte, pages func(a, b int64) error) (done int64, err error) {
+func (r *retrier) once(ctx context.Context, off, pos, end int64, buf []byte, eager func() bool, pages func(a, b int64) error) (done int64, err error) {
 	actx, cancel := context.WithTimeout(ctx, r.timeouts.RequestTimeout)
 	defer cancel()
 	var stalled atomic.Bool
@@ -132,8 +140,13 @@ func (r *retrier) once(ctx context.Context, off, pos, end int64, buf []byte, pag
 			r.stats.bytes.Add(uint64(n))
 		}
 		w := got &^ (PageSize - 1)
-		if got == end {
-			w = got
+		if got == end || rerr != nil {
+			w = max(w, pos+done)
+			if got == end {
+				w = got
+			}
+		} else if w-(pos+done) < flushBytes && (eager == nil || !eager()) {
+			w = pos + done // not yet: batch
 		}
 		if w > pos+done {
 			if err := pages(pos+done, w); err != nil {

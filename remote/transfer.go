@@ -305,7 +305,7 @@ func Pull(ctx context.Context, url, path string, cfg PullConfig) (Stats, error) 
 				off := c << shift
 				n := min(int64(1)<<shift, id.Size-off)
 				if idx == nil || !idx.zeroChunk(shift, c) {
-					err := r.read(pctx, off, off+n, buf[:n], func(a, b int64) error { return nil })
+					err := r.read(pctx, off, off+n, buf[:n], nil, func(a, b int64) error { return nil })
 					if err == nil && idx != nil && !idx.checkChunk(shift, c, xxhash.Sum64(buf[:n])) {
 						err = &Error{Op: "pull", URL: url, Kind: KindCorrupt, Err: fmt.Errorf("chunk %d does not match the index's checksum", c)}
 					}

@@ -71,7 +71,7 @@ func parseByteSize(s string) (int64, error) {
 
 func runImagePush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("image push")
-	chunk := fs.String("chunk-size", "2MiB", "the index's chunk size: the unit of fetching for readers")
+	chunk := fs.String("chunk-size", "4MiB", "the index's chunk size: the unit of fetching for readers")
 	part := fs.String("part-size", "16MiB", "multipart upload part size")
 	conc := fs.Int("concurrency", 8, "parts uploaded at once")
 	progress := fs.String("progress", "auto", "progress bar on stderr: auto (on a terminal), always or never")
@@ -177,7 +177,7 @@ func runImageStat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 func runImageIndex(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("image index")
-	chunk := fs.String("chunk-size", "2MiB", "chunk size: the unit of fetching for readers")
+	chunk := fs.String("chunk-size", "4MiB", "chunk size: the unit of fetching for readers")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}

@@ -267,7 +267,9 @@ func (p *Proxy) pipe(l *link, src, dst net.Conn, upstream bool) {
 		for len(b) > 0 {
 			n := len(b)
 			if !upstream {
-				n = min(n, 4<<10)
+				if p.bandwidth.Load() > 0 {
+					n = min(n, 4<<10) // a smooth cap
+				}
 				if !p.downstreamFaults(l, int64(n)) {
 					return
 				}
