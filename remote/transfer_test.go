@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gouffd/uffd/remote"
@@ -25,9 +26,10 @@ func TestPushStatPull(t *testing.T) {
 	file := filepath.Join(dir, "vm.mem")
 	os.WriteFile(file, data, 0o600)
 	url := "s3://" + s.bucket + "/vm.mem"
+	var mu sync.Mutex
 	var last int64
 	idx, err := remote.Push(context.Background(), file, url, remote.PushConfig{ChunkSize: chunk, PartSize: 5 << 20, Concurrency: 3,
-		Progress: func(done, total int64) { last = done }})
+		Progress: func(done, total int64) { mu.Lock(); last = max(last, done); mu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)
 	}

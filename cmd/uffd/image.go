@@ -221,6 +221,7 @@ type progress struct {
 	on   bool
 	mu   sync.Mutex
 	last time.Time
+	max  int64
 	t0   time.Time
 	drew bool
 }
@@ -249,9 +250,10 @@ func (p *progress) update(done, total int64) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if now := time.Now(); now.Sub(p.last) < 100*time.Millisecond && done < total {
-		return
+	if done < p.max || (time.Since(p.last) < 100*time.Millisecond && done < total) {
+		return // out of order (calls come from several goroutines), or too soon
 	}
+	p.max = done
 	p.last = time.Now()
 	const width = 40
 	frac := 1.0
