@@ -407,3 +407,59 @@ func TestUrgentOvertakesBackground(t *testing.T) {
 		t.Fatal("no fault wait recorded")
 	}
 }
+
+// The size bound covers every version in the directory: a process
+// fetching one image evicts the cold chunks of another that a process
+// before it left behind.
+func TestEvictionAcrossVersions(t *testing.T) {
+	const chunk = 256 << 10
+	a, b := makeImage(2<<20, 20), makeImage(2<<20, 21)
+	h := newHTTP(t, false, false)
+	urlA, urlB := h.put(t, "a.mem", a), h.put(t, "b.mem", b)
+	dir := t.TempDir()
+	first, err := remote.OpenCache(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imA, err := remote.Open(context.Background(), urlA, remote.Config{Cache: first, ChunkSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fetchAll(t, imA, false); err != nil {
+		t.Fatal(err)
+	}
+	imA.Close()
+	first.Close()
+
+	second, err := remote.OpenCache(dir, 3<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	imB, err := remote.Open(context.Background(), urlB, remote.Config{Cache: second, ChunkSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer imB.Close()
+	if err := fetchAll(t, imB, false); err != nil {
+		t.Fatal(err)
+	}
+	checkData(t, imB, b)
+	used, err := second.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used > 3<<20 || imB.Stats().Evictions != 4 {
+		t.Fatalf("usage %d of a 3 MiB bound, %d evictions; want image a's 4 oldest chunks evicted", used, imB.Stats().Evictions)
+	}
+	// What is left of a is still its own bytes.
+	imA, err = remote.Open(context.Background(), urlA, remote.Config{Cache: second, ChunkSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer imA.Close()
+	if err := fetchAll(t, imA, true); err != nil {
+		t.Fatal(err)
+	}
+	checkData(t, imA, a)
+}
