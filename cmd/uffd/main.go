@@ -7,9 +7,10 @@
 //	uffd bench [flags]          the pager against ref_handler.c's workload
 //	uffd firecracker [flags]    a Firecracker snapshot-restore page-fault handler
 //	uffd stress TYPE MiB N      the kernel's uffd-stress test, N bounces
+//	uffd image push|pull|stat|index  memory images in S3 and on HTTP servers
 //
 // The subcommands are thin wiring over packages: internal/demo,
-// features, bench, firecracker/handler and stress.
+// features, bench, firecracker/handler, stress and remote.
 package main
 
 import (
@@ -48,6 +49,10 @@ Commands:
   stress TYPE MiB BOUNCES
                         the kernel's uffd-stress test on memory TYPE (anon,
                         shmem, shmem-private, hugetlb, hugetlb-private)
+  image push|pull|stat|index
+                        memory images in S3 (s3://BUCKET/KEY) and on HTTP
+                        servers: upload with an index of zero chunks and
+                        checksums, download, describe
 
 Run 'uffd <command> -h' for a command's flags.
 `
@@ -109,6 +114,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runFirecracker(ctx, rest, stdout, stderr)
 	case "stress":
 		return runStress(ctx, rest, stdout, stderr)
+	case "image":
+		return runImage(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
