@@ -48,14 +48,14 @@
 // first process to open a version after all had left drops half-fetched
 // chunks and checks complete ones against their recorded checksums and
 // the index's. With a size limit, the chunks used longest ago (of any
-// version) are evicted by the protocol of CacheState.
+// version) are evicted by the protocol of pager.CacheState.
 //
 // # Images and their index
 //
 // Push uploads a memory file with an Index beside it (IndexURL): a bitmap
 // of the pages that are all zeroes and a checksum per chunk. Zero chunks
 // are uploaded (the object stays a plain memory file) but never fetched:
-// the cache marks them present as holes, and CacheState.Zero lets the
+// the cache marks them present as holes, and pager.CacheState.Zero lets the
 // pager install zero pages with UFFDIO_ZEROPAGE. Images without an index
 // work as well. Pull downloads an image in parallel; Stat describes one.
 //

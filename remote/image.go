@@ -14,49 +14,18 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/gouffd/uffd/pager"
 )
 
-// CacheState is what a fault path running in threads that never call Go
-// reads of an Image, with atomic operations only.
-//
-// A page of Data may be copied only while its chunk is pinned and its
-// Present bit is set: increment Pins[page's offset >> ChunkShift], load
-// the Present bit (sequentially consistent), copy if set, decrement. The
-// cache evicts a chunk by clearing its Present bits, waiting until its
-// pin count is 0 (a bounded wait: a chunk pinned by a process that died
-// is skipped) and only then dropping its bytes, so a reader that pinned
-// after the clear sees the bit clear and asks for a Fetch instead.
-type CacheState struct {
-	// Data is the whole image (its length rounded up to PageSize), mapped
-	// read-only and MAP_SHARED from the cache's data file.
-	Data []byte
-	// Present has one bit per PageSize bytes of Data, set (atomic OR)
-	// only after the page's bytes are in Data.
-	Present []uint64
-	// Zero has one bit per page known to be all zeroes (from the image's
-	// index; nil without one): install those with UFFDIO_ZEROPAGE.
-	Zero []uint64
-	// Pins has one count per chunk.
-	Pins []int32
-	// ChunkShift: chunks are 1 << ChunkShift bytes.
-	ChunkShift uint
-}
-
-// Fetcher is a source whose bytes arrive over time into a mapping: an
-// Image.
-type Fetcher interface {
-	State() CacheState
-	// Fetch asks for [off, off+n) (page-aligned). Urgent requests
-	// (faults) overtake background ones (prefault, replay, fill) and
-	// start at once. It returns immediately; arrived is called from
-	// another goroutine as sub-ranges become present (page-aligned,
-	// Present bits already set), and with err != nil for a range that
-	// cannot be had after retries (a permanent error, or the object's
-	// version changed).
-	Fetch(off, n int64, urgent bool, arrived func(off, n int64, err error))
-}
-
-var _ Fetcher = (*Image)(nil)
+// An Image is a pager.Fetcher: the pager's engine copies the pages
+// present in the cache straight from its mapping, reading the shared
+// state of State with atomic operations only, and asks Fetch for the
+// others. A page of Data may be copied only while its chunk is pinned and
+// its Present bit is set; the cache evicts a chunk by clearing its Present
+// bits, waiting until its pin count is 0 (a bounded wait: a chunk pinned
+// by a process that died is skipped) and only then dropping its bytes.
+var _ pager.Fetcher = (*Image)(nil)
 
 // Config configures Open. The zero value is the defaults.
 type Config struct {
@@ -79,7 +48,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Image is a remote memory image opened through a Cache: a Fetcher for
+// Image is a remote memory image opened through a Cache: a pager.Fetcher for
 // the pager, and an io.ReaderAt for anyone.
 type Image struct {
 	url   string
@@ -251,8 +220,8 @@ func (im *Image) Err() error {
 }
 
 // State returns the shared state the pager's fault path reads.
-func (im *Image) State() CacheState {
-	st := CacheState{Data: im.v.data, Present: im.v.present, Pins: im.v.pins, ChunkShift: im.v.l.chunkShift}
+func (im *Image) State() pager.CacheState {
+	st := pager.CacheState{Data: im.v.data, Present: im.v.present, Pins: im.v.pins, ChunkShift: im.v.l.chunkShift}
 	if im.idx != nil {
 		st.Zero = im.idx.Zero
 	}
@@ -262,7 +231,7 @@ func (im *Image) State() CacheState {
 // Present reports whether the page at off is in the cache.
 func (im *Image) Present(off int64) bool { return im.v.isPresent(off >> pageShift) }
 
-// Fetch implements Fetcher.
+// Fetch implements pager.Fetcher.
 func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err error)) {
 	v := im.v
 	limit := v.l.pages << pageShift
