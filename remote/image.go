@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"math/bits"
@@ -217,6 +218,16 @@ func (im *Image) Err() error {
 		return *p
 	}
 	return nil
+}
+
+// Fingerprint identifies the image's contents by the identity fixed at
+// Open (size, and ETag, version id or modification time), reading nothing:
+// what a record-replay trace is checked against.
+func (im *Image) Fingerprint() (uint64, error) {
+	id := im.src.Identity()
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d\x00%s\x00%s\x00%d", id.Size, id.ETag, id.VersionID, id.LastModified.UnixNano())
+	return h.Sum64(), nil
 }
 
 // State returns the shared state the pager's fault path reads.

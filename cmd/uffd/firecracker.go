@@ -14,6 +14,7 @@ import (
 
 	"github.com/gouffd/uffd/firecracker/handler"
 	"github.com/gouffd/uffd/pager"
+	"github.com/gouffd/uffd/remote"
 )
 
 const firecrackerUsage = `uffd firecracker --socket PATH --mem-file FILE [flags]
@@ -33,6 +34,9 @@ func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer
 	trace := fs.String("trace", "", "record-replay: the trace file (default: the memory file's name + .trace)")
 	recordFor := fs.Duration("record-for", 0, "record-replay: how long after a restore its faults are recorded (0 or unset: "+handler.DefaultRecordFor.String()+")")
 	prefetch := fs.String("prefetch", "adaptive", "what a fault resolves beyond its page: none, adaptive (a page, doubling up to 4 MiB on sequential access), or a fixed size such as 64KiB")
+	cacheDir := fs.String("cache-dir", "", "remote --mem-file: the host-wide cache of its chunks, shared by every handler on the host and kept across restarts (default: a private temporary one)")
+	cacheSize := fs.String("cache-size", "0", "remote --mem-file: bound of --cache-dir, such as 64GiB (0: unbounded)")
+	fetchConcurrency := fs.Int("fetch-concurrency", 0, "remote --mem-file: range requests in flight at most (0: "+strconv.Itoa(remote.DefaultConcurrency)+")")
 	cpus := fs.String("cpus", "", "CPUs serving faults, a reader and a worker pinned to each, shared by every VM, as a list such as 0-3,6 (default: every CPU the process may run on)")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on ADDR (host:port) at /metrics")
 	control := fs.String("control", "", "control socket for handing the VMs over to a new instance (default: the socket's path + .ctl; \"none\" to disable)")
@@ -59,6 +63,12 @@ func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if cfg.Prefetch, err = parsePrefetch(*prefetch); err != nil {
 		return &usageError{"firecracker: --prefetch: " + err.Error()}
+	}
+	cfg.CacheDir, cfg.FetchConcurrency = *cacheDir, *fetchConcurrency
+	if n, err := parseSize(*cacheSize); err != nil {
+		return &usageError{"firecracker: --cache-size: " + err.Error()}
+	} else {
+		cfg.CacheSize = int64(n)
 	}
 	if cfg.CPUs, err = parseCPUList(*cpus); err != nil {
 		return &usageError{"firecracker: --cpus: " + err.Error()}

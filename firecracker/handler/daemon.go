@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gouffd/uffd/pager"
+	"github.com/gouffd/uffd/remote"
+	remotemetrics "github.com/gouffd/uffd/remote/metrics"
 )
 
 // DaemonConfig is the configuration of `uffd firecracker`, one field per
@@ -28,8 +30,19 @@ import (
 // Validate refuses what means nothing; its errors (*ConfigError) name the
 // flags.
 type DaemonConfig struct {
-	// MemFile is the snapshot's memory file (--mem-file), mapped once.
+	// MemFile is the snapshot's memory file (--mem-file), mapped once; or
+	// a remote image's URL (s3://BUCKET/KEY, http://, https://), fetched
+	// on demand in chunks into the cache (package remote).
 	MemFile string
+	// CacheDir (--cache-dir) is the host-wide cache of remote images'
+	// chunks, shared by every handler process on the host and kept across
+	// restarts; empty: a private cache in a temporary directory. CacheSize
+	// (--cache-size) bounds it in bytes (0: unbounded); FetchConcurrency
+	// (--fetch-concurrency) bounds the range requests in flight per image
+	// (0: remote.DefaultConcurrency). Remote images only.
+	CacheDir         string
+	CacheSize        int64
+	FetchConcurrency int
 	// Socket is the UNIX socket Firecracker connects to (--socket). It
 	// may be empty under systemd socket activation or with Takeover.
 	Socket string
@@ -100,7 +113,7 @@ func (c *DaemonConfig) TracePath() string {
 	switch {
 	case c.Mode != RecordReplay:
 		return ""
-	case c.Trace == "":
+	case c.Trace == "" && !remote.IsURL(c.MemFile):
 		return c.MemFile + ".trace"
 	}
 	return c.Trace
@@ -122,7 +135,15 @@ func (c *DaemonConfig) Validate() error {
 	}
 	switch {
 	case c.MemFile == "":
-		return bad("--mem-file", "required: the snapshot's memory file")
+		return bad("--mem-file", "required: the snapshot's memory file, or a remote image's URL")
+	case !remote.IsURL(c.MemFile) && (c.CacheDir != "" || c.CacheSize != 0 || c.FetchConcurrency != 0):
+		return bad("--cache-dir", "--cache-dir, --cache-size and --fetch-concurrency are for a remote --mem-file (s3://, http://, https://), not the local file %s", c.MemFile)
+	case c.CacheSize < 0:
+		return bad("--cache-size", "%d: want a size in bytes (0: unbounded)", c.CacheSize)
+	case c.FetchConcurrency < 0:
+		return bad("--fetch-concurrency", "%d: want at least 1 (0: %d)", c.FetchConcurrency, remote.DefaultConcurrency)
+	case c.Mode == RecordReplay && c.Trace == "" && remote.IsURL(c.MemFile):
+		return bad("--trace", "required with a remote --mem-file in --mode record-replay: the trace's file")
 	case c.Socket == "" && !c.Takeover && !systemdActivated():
 		return bad("--socket", "required (or systemd socket activation, or --takeover)")
 	case len(c.Socket) > maxSunPath:
@@ -154,6 +175,50 @@ func (c *DaemonConfig) Validate() error {
 	return nil
 }
 
+// openMemory opens the memory file, or the remote image (im, then): before
+// any VM is accepted, so that a missing object, a refused credential or a
+// wrong region is reported at start.
+func openMemory(ctx context.Context, c DaemonConfig, log *slog.Logger) (mf interface {
+	pager.Source
+	Close() error
+}, im *remote.Image, err error) {
+	if !remote.IsURL(c.MemFile) {
+		f, err := pager.OpenFile(c.MemFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("handler: --mem-file: %w", err)
+		}
+		return f, nil, nil
+	}
+	var cache *remote.Cache
+	if c.CacheDir != "" {
+		if cache, err = remote.OpenCache(c.CacheDir, c.CacheSize); err != nil {
+			return nil, nil, fmt.Errorf("handler: --cache-dir: %w", err)
+		}
+	}
+	im, err = remote.Open(ctx, c.MemFile, remote.Config{Cache: cache, Concurrency: c.FetchConcurrency, Logger: log})
+	if err != nil {
+		if cache != nil {
+			cache.Close()
+		}
+		return nil, nil, fmt.Errorf("handler: --mem-file: %w", err)
+	}
+	id := im.Identity()
+	log.Info("remote image", "url", c.MemFile, "bytes", im.Size(), "etag", id.ETag, "version", id.VersionID,
+		"chunk_bytes", im.ChunkSize(), "index", im.Index() != nil, "cache_dir", c.CacheDir)
+	if cache != nil {
+		return closeBoth{im, cache}, im, nil
+	}
+	return im, im, nil
+}
+
+// closeBoth is a remote image whose Close also closes its cache.
+type closeBoth struct {
+	*remote.Image
+	cache *remote.Cache
+}
+
+func (c closeBoth) Close() error { return errors.Join(c.Image.Close(), c.cache.Close()) }
+
 // RunDaemon runs the Firecracker handler until ctx ends (SIGTERM) or
 // another instance takes everything over: it maps the memory file, checks
 // that the trace can be written, listens (or takes the socket over, or
@@ -168,9 +233,9 @@ func RunDaemon(ctx context.Context, c DaemonConfig) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	mf, err := pager.OpenFile(c.MemFile)
+	mf, im, err := openMemory(ctx, c, log)
 	if err != nil {
-		return fmt.Errorf("handler: --mem-file: %w", err)
+		return err
 	}
 	defer mf.Close()
 	eng, err := pager.NewEngine(pager.EngineConfig{CPUs: c.CPUs})
@@ -230,6 +295,11 @@ func RunDaemon(ctx context.Context, c DaemonConfig) error {
 	if c.Metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(s.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if im != nil {
+			rc := remotemetrics.NewCollector("uffd_firecracker")
+			rc.Add(c.MemFile, im.Stats)
+			reg.MustRegister(rc)
+		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })

@@ -100,7 +100,7 @@ func startDaemon(t testing.TB, size int, cfg handler.Config) *daemon {
 	return startDaemonOn(t, dir, path, data, f, cfg)
 }
 
-func startDaemonOn(t testing.TB, dir, path string, data []byte, f pager.Mapped, cfg handler.Config) *daemon {
+func startDaemonOn(t testing.TB, dir, path string, data []byte, f pager.Source, cfg handler.Config) *daemon {
 	t.Helper()
 	logs := &syncBuffer{}
 	if f == nil {

@@ -49,8 +49,12 @@ var ErrTraceMismatch = errors.New("trace recorded against another memory file")
 // Fingerprint identifies the contents of a memory file cheaply: a hash of
 // its size and of 64 blocks of 4 KiB spread evenly through it. It is meant
 // to tell snapshots apart, not to resist forgery (a trace cannot make the
-// handler serve wrong data; see Trace).
+// handler serve wrong data; see Trace). A source with a Fingerprint method
+// of its own (a remote image, which knows its version) is asked instead.
 func Fingerprint(src pager.Source) (uint64, error) {
+	if f, ok := src.(interface{ Fingerprint() (uint64, error) }); ok {
+		return f.Fingerprint() // a remote image knows its version
+	}
 	size := src.Size()
 	h := fnv.New64a()
 	var sz [8]byte
