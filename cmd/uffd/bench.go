@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/gouffd/uffd/bench"
+	"github.com/gouffd/uffd/internal/bench"
 )
 
 // runBench is `uffd bench`: ref_handler's workload served by the pager,

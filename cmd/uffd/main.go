@@ -9,7 +9,7 @@
 //	uffd stress TYPE MiB N      the kernel's uffd-stress test, N bounces
 //
 // The subcommands are thin wiring over packages: internal/demo,
-// features, bench, firecracker and stress.
+// features, internal/bench, firecracker and stress.
 package main
 
 import (
