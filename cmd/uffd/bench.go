@@ -76,7 +76,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	mib := fs.Int("mib", 256, "region size in MiB (refbench -s)")
 	chunk := fs.Int("chunk", bench.PageSize, "bytes resolved per fault with fixed prefetch, a multiple of the page size (refbench -c)")
 	faulters := fs.Int("faulters", 1, "faulting threads, each touching its own slice (refbench -f)")
-	faultersIn := fs.String("faulters-in", "process", "where the faulters run: `process` (this one) or child (another process that hands its userfaultfd over, as a VM does; refbench -X)")
+	faultersIn := fs.String("faulters-in", "process", "`where` the faulters run: process (this one) or child (another process that hands its userfaultfd over, as a VM does; refbench -X)")
 	op := fs.String("op", "copy", "resolve with `copy` from a 0x5a image or zero pages (refbench -o)")
 	runs := fs.Int("runs", 5, "runs; the median run is reported (refbench -r)")
 	read := fs.Bool("read", false, "read-touch, checking the served byte, instead of write-touch (refbench -R)")
@@ -90,10 +90,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	asJSON := fs.Bool("json", false, "print one JSON object (with --ref: {\"go\",\"ref\",\"ratio\",\"limits\"})")
 	var ref refFlag
 	fs.Var(&ref, "ref", "alternate with the C reference and print the ratios: alone, the repository's (internal/bench/ref/refbench.c, built with $CC or cc on first use); --ref=`PATH`, a program with its options (ref_handler.c's)")
-	refMode := fs.String("ref-mode", "pinned", "the C reference's handlers: `pinned` (one per CPU of the allowed set, pinned, each blocking in read(2)) or naive (one unpinned)")
+	refMode := fs.String("ref-mode", "pinned", "the C reference's handlers, a `mode`: pinned (one per CPU of the allowed set, pinned, each blocking in read(2)) or naive (one unpinned)")
 	refChunk := fs.Int("ref-chunk", 0, "the C reference's -c (default: --chunk, or a page with --prefetch adaptive)")
 	limit := fs.Bool("limit", true, "with the repository's reference, also measure the machine's limits: the kernel's own first touch, and the region installed ahead with no fault waiting")
-	targets := fs.String("targets", "", "run the engine's targets against the pinned C reference: `all`, or some of "+strings.Join(bench.TargetNames(), ","))
+	targets := fs.String("targets", "", "run the engine's targets against the pinned C reference: all, or a `list` of "+strings.Join(bench.TargetNames(), ","))
 	if err := parse(fs, joinRefPath(args), stderr); err != nil {
 		return err
 	}
