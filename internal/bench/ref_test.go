@@ -491,6 +491,7 @@ func TestFCHandlerRejects(t *testing.T) {
 	}{
 		{good, -1, "fd"},
 		{`{"not":"an array"}`, ufd, "json"},
+		{`hello`, ufd, "json"},
 		{`[]`, ufd, "json"},
 		{`[{"base_host_virt_addr":1048576,"size":65536}]`, ufd, "json"},
 		{`[{"base_host_virt_addr":1048576,"size":65536,"offset":1.5}]`, ufd, "json"},
@@ -510,7 +511,7 @@ func TestFCHandlerRejects(t *testing.T) {
 	send(good, p[0])
 	unix.Close(p[0])
 	unix.Close(p[1])
-	h.waitLog(t, regexp.MustCompile(`connection 10 rejected reason=fd: not a userfaultfd`))
+	h.waitLog(t, regexp.MustCompile(`connection 11 rejected reason=fd: not a userfaultfd`))
 	// Still serving.
 	cmd, out := h.vm(t, fctest.Config{Regions: []fctest.Region{{Size: 1 << 20}}, Touch: []string{"seq"}, Verify: true})
 	if _, err := fctest.Wait(cmd, out); err != nil {

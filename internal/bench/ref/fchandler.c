@@ -432,14 +432,14 @@ static const char *handshake(struct vm *vm, char *detail, size_t dlen)
 		why = "fd";
 		snprintf(detail, dlen, "not a userfaultfd");
 	}
-	if (!why && skip_ws(buf + end, buf + n) != buf + n) {
-		why = "trailing";
-		snprintf(detail, dlen, "%zu bytes after the JSON array", n - end);
-	}
 	const char *perr;
 	if (!why && (perr = parse_mappings(buf, buf + end, raw, &nraw))) {
 		why = "json";
 		snprintf(detail, dlen, "%s", perr);
+	}
+	if (!why && skip_ws(buf + end, buf + n) != buf + n) {
+		why = "trailing";
+		snprintf(detail, dlen, "%zu bytes after the JSON array", n - end);
 	}
 	for (int i = 0; !why && i < nraw; i++) {
 		struct rawreg *r = &raw[i];
