@@ -478,6 +478,24 @@ func TestCompareBadRef(t *testing.T) {
 			t.Errorf("output %s: error %v, want one containing %q and the command", tc.out, err, tc.want)
 		}
 	}
+	// A program that does not say it did what was asked did not.
+	n := strconv.Itoa(AllowedCPUs())
+	for _, tc := range []struct {
+		out  string
+		cfg  Config
+		ref  Ref
+		want string
+	}{
+		{fakeLine, Config{MiB: 8, Runs: 1, FaultersIn: Child}, Ref{Mode: RefNaive}, "does not report faulters in another process (-X)"},
+		{strings.Replace(fakeLine, `"handlers":1`, `"handlers":`+n, 1), Config{MiB: 8, Runs: 1}, Ref{}, "does not report its handlers pinned (-p)"},
+		{strings.Replace(fakeLine, `"handlers":1`, `"handlers":99`, 1), Config{MiB: 8, Runs: 1}, Ref{}, "reported handlers 99, asked for " + n},
+	} {
+		tc.ref.Path = fakeRef(t, tc.out)
+		_, err := Compare(context.Background(), tc.cfg, tc.ref, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("output %s: error %v, want one containing %q", tc.out, err, tc.want)
+		}
+	}
 	// A failing ref_handler: its stderr is in the error.
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "ref_handler")

@@ -201,9 +201,29 @@ type refJSON struct {
 	Measure      *string  `json:"measure"`
 }
 
+// refWant is what a run of the reference must report having done.
+type refWant struct {
+	op                   string
+	mib, chunk, faulters int
+	handlers             int // -1: not reported (the kernel's own touch)
+	pinned, cross        bool
+	measure              string
+}
+
+// want is what the run of Args(cfg, measure) must report.
+func (r Ref) want(cfg Config, measure string) refWant {
+	cfg = cfg.withDefaults()
+	chunk, n, pin := r.layout(cfg, measure)
+	if measure == measureTouch {
+		n = -1
+	}
+	return refWant{op: cfg.Op.String(), mib: cfg.MiB, chunk: chunk, faulters: cfg.Faulters, handlers: n, pinned: pin,
+		cross: cfg.FaultersIn == Child && measure == measureFaults, measure: measure}
+}
+
 // parseRef decodes a line of the reference's output and checks that it
-// describes the run asked for (args).
-func parseRef(out []byte, args []string) (Sample, error) {
+// describes the run asked for.
+func parseRef(out []byte, want refWant) (Sample, error) {
 	line := bytes.TrimSpace(out)
 	var j refJSON
 	if err := json.Unmarshal(line, &j); err != nil {
@@ -212,54 +232,36 @@ func parseRef(out []byte, args []string) (Sample, error) {
 	if j.MedianNS <= 0 || j.Faults == nil || j.TouchP50NS == nil || j.TouchP99NS == nil {
 		return Sample{}, fmt.Errorf("output %q lacks median_ns, faults or touch percentiles", line)
 	}
-	flag := func(name string) (string, bool) {
-		for i, a := range args {
-			if a == name {
-				if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
-					return args[i+1], true
-				}
-				return "", true
-			}
-		}
-		return "", false
-	}
-	atoi := func(name string) int { v, _ := flag(name); n, _ := strconv.Atoi(v); return n }
-	_, pinned := flag("-p")
-	_, cross := flag("-X")
-	measure, ok := flag("-m")
-	if !ok {
-		measure = measureFaults
-	}
 	checks := []struct {
 		name      string
 		got, want any
 	}{
-		{"op", j.Op, mustFlag(flag("-o"))},
-		{"mib", j.MiB, atoi("-s")},
-		{"chunk", j.Chunk, atoi("-c")},
-		{"faulters", j.Faulters, atoi("-f")},
+		{"op", j.Op, want.op},
+		{"mib", j.MiB, want.mib},
+		{"chunk", j.Chunk, want.chunk},
+		{"faulters", j.Faulters, want.faulters},
 	}
-	if measure != measureTouch {
+	if want.handlers >= 0 {
 		checks = append(checks, struct {
 			name      string
 			got, want any
-		}{"handlers", j.Handlers, atoi("-n")})
+		}{"handlers", j.Handlers, want.handlers})
 	}
 	for _, f := range checks {
 		if f.got != f.want {
 			return Sample{}, fmt.Errorf("reported %s %v, asked for %v", f.name, f.got, f.want)
 		}
 	}
-	// ref_handler prints pinned (when it has -p) and nothing of the rest:
-	// a program that does not say it did what was asked did not.
-	if pinned && (j.Pinned == nil || !*j.Pinned) {
+	// ref_handler prints pinned (with -p) and none of the rest: a program
+	// that does not say it did what was asked did not.
+	if want.pinned && (j.Pinned == nil || !*j.Pinned) {
 		return Sample{}, fmt.Errorf("output %q does not report its handlers pinned (-p)", line)
 	}
-	if cross && (j.CrossProcess == nil || !*j.CrossProcess) {
+	if want.cross && (j.CrossProcess == nil || !*j.CrossProcess) {
 		return Sample{}, fmt.Errorf("output %q does not report faulters in another process (-X): use the repository's reference", line)
 	}
-	if measure != measureFaults && (j.Measure == nil || *j.Measure != measure) {
-		return Sample{}, fmt.Errorf("output %q does not report measure %q (-m)", line, measure)
+	if want.measure != measureFaults && (j.Measure == nil || *j.Measure != want.measure) {
+		return Sample{}, fmt.Errorf("output %q does not report measure %q (-m)", line, want.measure)
 	}
 	return Sample{
 		Elapsed: time.Duration(j.MedianNS),
@@ -269,10 +271,9 @@ func parseRef(out []byte, args []string) (Sample, error) {
 	}, nil
 }
 
-func mustFlag(v string, _ bool) string { return v }
-
-// runRef runs the reference at path once with args.
-func runRef(ctx context.Context, path string, args []string) (Sample, error) {
+// run runs the reference at path once, measuring measure for cfg.
+func (r Ref) run(ctx context.Context, path string, cfg Config, measure string) (Sample, error) {
+	args := r.Args(cfg, measure)
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -286,7 +287,7 @@ func runRef(ctx context.Context, path string, args []string) (Sample, error) {
 		}
 		return Sample{}, fmt.Errorf("%s %s: %w%s", path, strings.Join(args, " "), err, msg)
 	}
-	s, err := parseRef(stdout.Bytes(), args)
+	s, err := parseRef(stdout.Bytes(), r.want(cfg, measure))
 	if err != nil {
 		return Sample{}, fmt.Errorf("%s %s: %w", path, strings.Join(args, " "), err)
 	}
@@ -342,9 +343,9 @@ func Compare(ctx context.Context, cfg Config, ref Ref, progress func(Progress)) 
 			case "go":
 				s, err = b.Run(ctx)
 			case "ref":
-				s, err = runRef(ctx, path, ref.Args(cfg, measureFaults))
+				s, err = ref.run(ctx, path, cfg, measureFaults)
 			default:
-				s, err = runRef(ctx, path, ref.Args(cfg, impl))
+				s, err = ref.run(ctx, path, cfg, impl)
 			}
 			if err != nil {
 				return nil, runError(impl, i+1, cfg.Runs, err)
