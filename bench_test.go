@@ -71,7 +71,8 @@ func BenchmarkCopyNoFault(b *testing.B) {
 // BenchmarkFault measures a whole fault round trip in one process: a
 // goroutine touches each page of a registered region once (a plain load),
 // another reads the fault message and copies the page in. ns/op is per
-// page; compare with the C reference handler (shared/bench/ref_handler.c).
+// page; compare with the C reference (`uffd bench --ref --ref-mode naive`,
+// internal/bench/ref/refbench.c).
 func BenchmarkFault(b *testing.B) {
 	ps := mem.PageSize()
 	const chunkPages = 4096 // 16 MiB regions, remapped as they run out

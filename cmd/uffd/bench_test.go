@@ -9,14 +9,32 @@ import (
 	"errors"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/gouffd/uffd/pager"
 )
+
+// envMain makes a test binary started by the tests run the command's main
+// instead of the tests: `uffd bench firecracker` starts `uffd firecracker`
+// as its program (os.Executable) with arguments.
+const envMain = "UFFD_TEST_MAIN"
+
+// A test binary started as a child of the benchmark (a faulting process,
+// a test VM), or as the command, runs that instead of the tests.
+func init() {
+	if os.Getenv(envMain) != "" {
+		main()
+		os.Exit(0)
+	}
+	if code, ok := benchChild(); ok {
+		os.Exit(code)
+	}
+}
 
 // runBenchCmd runs `uffd bench args...` in-process.
 func runBenchCmd(ctx context.Context, args ...string) (stdout, stderr string, err error) {
@@ -47,8 +65,8 @@ type benchJSON struct {
 	TouchP99NS      int64   `json:"touch_p99_ns"`
 	Impl            string  `json:"impl"`
 	Prefetch        string  `json:"prefetch"`
-	Reader          string  `json:"reader"`
-	SpinReads       int     `json:"spin_reads"`
+	Engine          string  `json:"engine"`
+	FaultersIn      string  `json:"faulters_in"`
 	Read            bool    `json:"read"`
 	Random          bool    `json:"random"`
 	Runs            int     `json:"runs"`
@@ -97,7 +115,7 @@ func checkFigures(t *testing.T, j benchJSON) {
 }
 
 func TestBenchJSON(t *testing.T) {
-	stdout, stderr, err := runBenchCmd(context.Background(), "--mib", "8", "--runs", "3", "--chunk", "65536", "--read", "--random", "--reader", "thread", "--json")
+	stdout, stderr, err := runBenchCmd(context.Background(), "--mib", "8", "--runs", "3", "--chunk", "65536", "--read", "--random", "--engine", "shared", "--json")
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr)
 	}
@@ -109,8 +127,9 @@ func TestBenchJSON(t *testing.T) {
 	}
 	j := decodeBench(t, []byte(stdout))
 	checkFigures(t, j)
-	want := benchJSON{Op: "copy", Chunk: 65536, Faulters: 1, Handlers: 1, MiB: 8, Faults: 128, Impl: "go", Prefetch: "fixed",
-		Reader: "thread", Read: true, Random: true, Runs: 3, PagerFaults: 128, PagerPages: 2048, PagerPrefetched: 2048 - 128}
+	cpus, _ := pager.AllowedCPUs()
+	want := benchJSON{Op: "copy", Chunk: 65536, Faulters: 1, Handlers: len(cpus), MiB: 8, Faults: 128, Impl: "go", Prefetch: "fixed",
+		Engine: "shared engine", FaultersIn: "process", Read: true, Random: true, Runs: 3, PagerFaults: 128, PagerPages: 2048, PagerPrefetched: 2048 - 128}
 	got := j
 	got.MedianNS, got.FaultsPerS, got.NSPerPage, got.GBPerS, got.TouchP50NS, got.TouchP99NS, got.RunsNS, got.GOMAXPROCS = 0, 0, 0, 0, 0, 0, nil, 0
 	// A fault whose wait a signal (Go's preemption) interrupted is sent
@@ -132,7 +151,7 @@ func TestBenchText(t *testing.T) {
 		t.Fatalf("bench: %v\n%s", err, stderr)
 	}
 	// Progress: one line per run.
-	if lines := regexp.MustCompile(`(?m)^go  run [12]/2: .*touch p50 .* p99 `).FindAllString(stderr, -1); len(lines) != 2 {
+	if lines := regexp.MustCompile(`(?m)^go +run [12]/2: .*touch p50 .* p99 `).FindAllString(stderr, -1); len(lines) != 2 {
 		t.Errorf("stderr has %d progress lines, want 2:\n%s", len(lines), stderr)
 	}
 	for _, want := range []string{"zero, 8 MiB, adaptive prefetch", "faults_per_s", "touch_p50_ns", "pager_faults"} {
@@ -157,21 +176,42 @@ func TestBenchBadArgs(t *testing.T) {
 		{[]string{"--mib", "-3"}, "--mib -3"},
 		{[]string{"--faulters", "0"}, "--faulters 0"},
 		{[]string{"--faulters", "65"}, "--faulters 65: want 1 to 64"},
-		{[]string{"--workers", "0"}, "--workers 0"},
+		{[]string{"--faulters-in", "thread"}, `--faulters-in "thread": want process or child`},
+		{[]string{"--cpus", "0-x"}, "--cpus"},
+		{[]string{"--cpus", "4095"}, "--cpus"},
 		{[]string{"--runs", "0"}, "--runs 0"},
 		{[]string{"--runs", "100"}, "--runs 100"},
 		{[]string{"--op", "move"}, `--op "move": want copy or zero`},
-		{[]string{"--reader", "epoll"}, `--reader "epoll"`},
+		{[]string{"--engine", "isolated"}, `--engine "isolated"`},
 		{[]string{"--prefetch", "greedy"}, `--prefetch "greedy"`},
 		{[]string{"--prefetch", "adaptive", "--chunk", "65536"}, "with --prefetch adaptive"},
 		{[]string{"--ref-chunk", "65536"}, "--ref-chunk without --ref"},
+		{[]string{"--ref-mode", "naive"}, "--ref-mode without --ref"},
+		{[]string{"--limit"}, "--limit without --ref"},
+		{[]string{"--ref", "--ref-mode", "fast"}, `--ref-mode "fast": want pinned or naive`},
+		{[]string{"--ref", "--ref-chunk", "5000"}, "ref chunk 5000: want a positive multiple of the page size"},
 		{[]string{"--ref", exe, "--ref-chunk", "12288"}, "ref chunk 12288: want a power of two"},
-		{[]string{"--ref", exe, "--chunk", "12288"}, "ref chunk 12288"},
-		{[]string{"--ref", exe, "--ref-chunk", "0"}, "--ref-chunk 0"},
+		{[]string{"--ref=" + exe, "--chunk", "12288"}, "ref chunk 12288"},
+		{[]string{"--ref", exe, "--limit"}, "--limit with --ref PATH"},
+		{[]string{"--ref", "--ref-chunk", "0"}, "--ref-chunk 0"},
+		{[]string{"--ref=", "x"}, "empty path"},
 		{[]string{"--ref", filepath.Join(t.TempDir(), "none")}, "no such file"},
+		{[]string{"--targets", "fast"}, `--targets "fast": want all or some of 4k-1,`},
+		{[]string{"--targets", "all", "--mib", "8"}, "--mib with --targets"},
+		{[]string{"--targets", "4k-1", "--faulters-in", "child"}, "--faulters-in with --targets"},
+		{[]string{"--targets", "all", "--runs", "0"}, "--runs 0"},
 		{[]string{"--mib", "x"}, "invalid value"},
 		{[]string{"--bogus"}, "flag provided but not defined"},
 		{[]string{"8"}, `unexpected argument "8"`},
+		{[]string{"firecracker", "--vms", "0"}, "--vms 0: want at least 1"},
+		{[]string{"firecracker", "--vms", "1,x"}, `--vms "1,x": want a list of numbers`},
+		{[]string{"firecracker", "--vms", "65"}, "--vms 65: want 1 to 64"},
+		{[]string{"firecracker", "--order", "seq,up"}, `--order "up": want seq or random`},
+		{[]string{"firecracker", "--mib", "0"}, "--mib 0"},
+		{[]string{"firecracker", "--mib", "5000"}, "--mib 5000: want 1 to 4096"},
+		{[]string{"firecracker", "--runs", "100"}, "--runs 100"},
+		{[]string{"firecracker", "--handler", filepath.Join(t.TempDir(), "none")}, "--handler"},
+		{[]string{"firecracker", "extra"}, `unexpected argument "extra"`},
 	} {
 		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
 			stdout, _, err := runBenchCmd(context.Background(), tc.args...)
@@ -185,9 +225,21 @@ func TestBenchBadArgs(t *testing.T) {
 	}
 }
 
+// TestBenchNoCompiler: --ref with no C compiler says which compiler is
+// missing and what to do.
+func TestBenchNoCompiler(t *testing.T) {
+	t.Setenv("CC", "no-such-cc")
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	_, _, err := runBenchCmd(context.Background(), "--mib", "8", "--runs", "1", "--ref")
+	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "no C compiler") ||
+		!strings.Contains(err.Error(), "no-such-cc") || !strings.Contains(err.Error(), "--ref=PATH") {
+		t.Errorf("err = %v", err)
+	}
+}
+
 func TestBenchHelp(t *testing.T) {
 	_, stderr, err := runBenchCmd(context.Background(), "-h")
-	if err == nil || !strings.Contains(stderr, "-faulters") || !strings.Contains(stderr, "-ref-chunk") {
+	if err == nil || !strings.Contains(stderr, "-faulters-in") || !strings.Contains(stderr, "-ref-mode") || !strings.Contains(stderr, "-targets") {
 		t.Errorf("bench -h: err %v, stderr:\n%s", err, stderr)
 	}
 }
@@ -203,53 +255,120 @@ func TestBenchCancel(t *testing.T) {
 	}
 }
 
-// TestBenchRef compares with the real ref_handler, built from the project's
-// shared C source when a C compiler is at hand.
+// TestBenchRef compares with the repository's C reference, built on
+// demand, with the faulters in this process and in another.
 func TestBenchRef(t *testing.T) {
-	src, err := filepath.Abs("../../../shared/bench/ref_handler.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(src); err != nil {
-		t.Skipf("no ref_handler source: %v", err)
-	}
-	cc, err := exec.LookPath("cc")
-	if err != nil {
-		t.Skipf("no C compiler: %v", err)
-	}
-	exe := filepath.Join(t.TempDir(), "ref_handler")
-	if out, err := exec.Command(cc, "-O2", "-pthread", "-o", exe, src).CombinedOutput(); err != nil {
-		t.Fatalf("cc: %v\n%s", err, out)
-	}
-	stdout, stderr, err := runBenchCmd(context.Background(), "--mib", "8", "--runs", "2", "--faulters", "2", "--read", "--ref", exe, "--json")
-	if err != nil {
-		t.Fatalf("bench --ref: %v\n%s", err, stderr)
-	}
-	var j map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(stdout), &j); err != nil {
-		t.Fatalf("%v\n%s", err, stdout)
-	}
-	if len(j) != 3 || j["go"] == nil || j["ref"] == nil || j["ratio"] == nil {
-		t.Fatalf(`want keys "go", "ref", "ratio":\n%s`, stdout)
-	}
-	for _, impl := range []string{"go", "ref"} {
-		if !refFields.Match(j[impl]) {
-			t.Errorf("%q lacks ref_handler's fields: %s", impl, j[impl])
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	for _, args := range [][]string{
+		{"--mib", "8", "--runs", "2", "--faulters", "2", "--read", "--ref", "--json"},
+		{"--mib", "8", "--runs", "2", "--faulters-in", "child", "--random", "--ref", "--ref-mode", "naive", "--json"},
+	} {
+		stdout, stderr, err := runBenchCmd(context.Background(), args...)
+		if err != nil {
+			t.Fatalf("bench %v: %v\n%s", args, err, stderr)
+		}
+		var j map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(stdout), &j); err != nil {
+			t.Fatalf("%v\n%s", err, stdout)
+		}
+		child := slices.Contains(args, "child")
+		if j["go"] == nil || j["ref"] == nil || j["ratio"] == nil || j["limits"] == nil {
+			t.Fatalf(`want keys "go", "ref", "ratio", "limits":\n%s`, stdout)
+		}
+		for _, impl := range []string{"go", "ref"} {
+			if !refFields.Match(j[impl]) {
+				t.Errorf("%q lacks ref_handler's fields: %s", impl, j[impl])
+			}
+		}
+		g := decodeBench(t, j["go"])
+		checkFigures(t, g)
+		var ref struct {
+			benchJSON
+			Pinned       bool   `json:"pinned"`
+			CrossProcess bool   `json:"cross_process"`
+			Measure      string `json:"measure"`
+		}
+		if err := json.Unmarshal(j["ref"], &ref); err != nil || ref.Impl != "c" || ref.MiB != 8 || ref.CrossProcess != child || ref.Pinned == child || ref.Measure != "uffd" {
+			t.Errorf(`"ref" = %s (%v), want the C reference's own line`, j["ref"], err)
+		}
+		checkFigures(t, ref.benchJSON)
+		if (g.FaultersIn == "child") != child {
+			t.Errorf("go ran with faulters_in %q", g.FaultersIn)
+		}
+		var ratio struct {
+			FaultsPerS float64 `json:"faults_per_s"`
+			GBPerS     float64 `json:"gb_per_s"`
+			TouchP50   float64 `json:"touch_p50_ns"`
+			Pairs      []any   `json:"pairs"`
+		}
+		if err := json.Unmarshal(j["ratio"], &ratio); err != nil || len(ratio.Pairs) != 2 || ratio.FaultsPerS <= 0 || math.Abs(ratio.FaultsPerS-ratio.GBPerS) > 0.001 || ratio.TouchP50 <= 0 {
+			t.Errorf(`"ratio" = %s (%v)`, j["ratio"], err)
 		}
 	}
-	checkFigures(t, decodeBench(t, j["go"]))
-	var ref benchJSON
-	if err := json.Unmarshal(j["ref"], &ref); err != nil || ref.Impl != "" || ref.Faulters != 2 || ref.MiB != 8 {
-		t.Errorf(`"ref" = %s (%v), want ref_handler's own line`, j["ref"], err)
+}
+
+// TestBenchTargets runs one target, briefly, and checks its row.
+func TestBenchTargets(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	stdout, stderr, err := runBenchCmd(context.Background(), "--targets", "4k-1,child-4k-random", "--runs", "1")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
 	}
-	checkFigures(t, ref)
-	var ratio struct {
-		FaultsPerS float64 `json:"faults_per_s"`
-		GBPerS     float64 `json:"gb_per_s"`
-		TouchP50   float64 `json:"touch_p50_ns"`
-		Pairs      []any   `json:"pairs"`
+	for _, re := range []string{`(?m)^target +go +C +ratio +want +met`, `(?m)^4k-1 +\d+ faults/s +\d+ +\d+\.\d{3} +>= 0\.95 +(yes|no) +4 KiB per fault, 1 faulter`,
+		`(?m)^child-4k-random +\d+ faults/s +\d+ +\d+\.\d{3} +>= 0\.95 +(yes|no) +faulters in another process`} {
+		if !regexp.MustCompile(re).MatchString(stdout) {
+			t.Errorf("output lacks %s:\n%s", re, stdout)
+		}
 	}
-	if err := json.Unmarshal(j["ratio"], &ratio); err != nil || len(ratio.Pairs) != 2 || ratio.FaultsPerS <= 0 || math.Abs(ratio.FaultsPerS-ratio.GBPerS) > 0.001 || ratio.TouchP50 <= 0 {
-		t.Errorf(`"ratio" = %s (%v)`, j["ratio"], err)
+}
+
+// TestBenchFirecracker runs the Firecracker comparison briefly: the
+// daemon (this test binary as the command) and the C handler, each under
+// one and two test VMs.
+func TestBenchFirecracker(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	t.Setenv(envMain, "1")
+	stdout, stderr, err := runBenchCmd(context.Background(), "firecracker", "--mib", "8", "--vms", "1,2", "--runs", "1", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	var rep struct {
+		MiB    int      `json:"mib"`
+		Pages  int      `json:"pages_per_vm"`
+		Daemon []string `json:"daemon"`
+		Cases  []struct {
+			VMs   int    `json:"vms"`
+			Order string `json:"order"`
+			Go, C struct {
+				Runs []struct {
+					PassNS []int64 `json:"pass_ns"`
+				} `json:"runs"`
+				NSPerPage float64 `json:"ns_per_page"`
+				PagesPerS float64 `json:"pages_per_s"`
+			}
+			PerPage    float64 `json:"per_page_ratio"`
+			Throughput float64 `json:"throughput_ratio"`
+		} `json:"cases"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	if rep.MiB != 8 || rep.Pages != 2048 || len(rep.Cases) != 4 || !slices.Contains(rep.Daemon, "none") {
+		t.Fatalf("report %s", stdout)
+	}
+	for i, c := range rep.Cases {
+		if want := []int{1, 1, 2, 2}[i]; c.VMs != want || c.Order != []string{"seq", "random"}[i%2] {
+			t.Errorf("case %d: %d VMs %s", i, c.VMs, c.Order)
+		}
+		for _, side := range [][]struct {
+			PassNS []int64 `json:"pass_ns"`
+		}{c.Go.Runs, c.C.Runs} {
+			if len(side) != 1 || len(side[0].PassNS) != c.VMs {
+				t.Errorf("case %d: runs %v, want one of %d VMs", i, side, c.VMs)
+			}
+		}
+		if c.Go.NSPerPage <= 0 || c.C.NSPerPage <= 0 || c.PerPage <= 0 || c.Throughput <= 0 {
+			t.Errorf("case %d: %+v", i, c)
+		}
 	}
 }

@@ -35,7 +35,7 @@ func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer
 	recordFor := fs.Duration("record-for", 0, "record-replay: how long after a restore its faults are recorded (0 or unset: "+handler.DefaultRecordFor.String()+")")
 	prefetch := fs.String("prefetch", "adaptive", "what a fault resolves beyond its page: none, adaptive (a page, doubling up to 4 MiB on sequential access), or a fixed size such as 64KiB")
 	cacheDir := fs.String("cache-dir", "", "remote --mem-file: the host-wide cache of its chunks, shared by every handler on the host and kept across restarts (default: a private temporary one)")
-	cacheSize := fs.String("cache-size", "0", "remote --mem-file: bound of --cache-dir, such as 64GiB (0: unbounded)")
+	cacheSize := fs.String("cache-size", "", "remote --mem-file: bound of --cache-dir, such as 64GiB (default: unbounded)")
 	fetchConcurrency := fs.Int("fetch-concurrency", 0, "remote --mem-file: range requests in flight at most (0: "+strconv.Itoa(remote.DefaultConcurrency)+")")
 	cpus := fs.String("cpus", "", "CPUs serving faults, a reader and a worker pinned to each, shared by every VM, as a list such as 0-3,6 (default: every CPU the process may run on)")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on ADDR (host:port) at /metrics")
@@ -65,9 +65,11 @@ func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer
 		return &usageError{"firecracker: --prefetch: " + err.Error()}
 	}
 	cfg.CacheDir, cfg.FetchConcurrency = *cacheDir, *fetchConcurrency
-	if n, err := parseSize(*cacheSize); err != nil {
-		return &usageError{"firecracker: --cache-size: " + err.Error()}
-	} else {
+	if *cacheSize != "" {
+		n, err := parseSize(*cacheSize)
+		if err != nil {
+			return &usageError{"firecracker: --cache-size: " + err.Error()}
+		}
 		cfg.CacheSize = int64(n)
 	}
 	if cfg.CPUs, err = parseCPUList(*cpus); err != nil {

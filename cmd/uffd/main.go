@@ -4,13 +4,13 @@
 //
 //	uffd demo [-delay d] N      the userfaultfd(2) example program on N pages
 //	uffd features [--json]      what this kernel's userfaultfd supports
-//	uffd bench [flags]          the pager against ref_handler.c's workload
+//	uffd bench [flags]          the pager against its C reference
 //	uffd firecracker [flags]    a Firecracker snapshot-restore page-fault handler
 //	uffd stress TYPE MiB N      the kernel's uffd-stress test, N bounces
 //	uffd image push|pull|stat|index  memory images in S3 and on HTTP servers
 //
 // The subcommands are thin wiring over packages: internal/demo,
-// features, bench, firecracker/handler, stress and remote.
+// features, internal/bench, firecracker/handler, stress and remote.
 package main
 
 import (
@@ -39,10 +39,13 @@ Commands:
   features [--json]     report what this kernel's userfaultfd supports: open
                         paths, API, features, ioctls, and which registration
                         modes work on which kind of memory
-  bench [flags]         measure the pager on ref_handler.c's workload (a
-                        private anonymous region touched page by page);
-                        --ref PATH runs the C reference in the same run and
-                        prints the ratios
+  bench [flags]         measure the pager on the benchmark's workload (a
+                        private anonymous region touched page by page, by
+                        threads of this process or of another); --ref runs
+                        the C reference in the same invocation and prints
+                        the ratios; --targets all checks the engine's
+                        targets; 'bench firecracker' compares 'uffd
+                        firecracker' with a C handler under test VMs
   firecracker --socket PATH --mem-file FILE [flags]
                         serve the guest memory of Firecracker microVMs
                         restored from a snapshot (its UFFD backend)
@@ -58,6 +61,11 @@ Run 'uffd <command> -h' for a command's flags.
 `
 
 func main() {
+	// A child of `uffd bench` (a faulting process, a test VM) runs its own
+	// program.
+	if code, ok := benchChild(); ok {
+		os.Exit(code)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

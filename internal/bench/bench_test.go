@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,18 @@ import (
 	"github.com/gouffd/uffd/pager"
 )
 
-func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+// TestMain runs the tests, or, in a process the tests started (a faulting
+// process, a test VM), that child.
+func TestMain(m *testing.M) {
+	if IsChild() {
+		os.Exit(ChildMain())
+	}
+	code := testutil.Main(m)
+	if testCache != "" {
+		os.RemoveAll(testCache)
+	}
+	os.Exit(code)
+}
 
 // TestPermutation pins ref_handler's page order: the values were printed
 // by its shuffle loop, compiled from ref_handler.c, for 16 pages.
@@ -73,10 +85,12 @@ func TestVerify(t *testing.T) {
 		{"copy written", ImageByte, true, -1, -1},
 		{"copy read", ImageByte, false, -1, -1},
 		{"zero written", 0, true, -1, -1},
-		{"bad source byte", ImageByte, true, 2*PageSize + CheckOffset, 2*PageSize + CheckOffset},
-		{"bad zero byte", 0, false, 3*PageSize + CheckOffset, 3*PageSize + CheckOffset},
+		{"bad source byte", ImageByte, true, 2*PageSize + 7, 2*PageSize + 7},
+		{"bad zero byte", 0, false, 3*PageSize + 7, 3*PageSize + 7},
 		{"store lost", ImageByte, true, PageSize, PageSize},
-		{"other bytes are not checked", ImageByte, true, PageSize + 1, -1},
+		{"first byte read", ImageByte, false, 2 * PageSize, 2 * PageSize},
+		{"second byte", ImageByte, true, PageSize + 1, PageSize + 1},
+		{"last byte", 0, true, pages*PageSize - 1, pages*PageSize - 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := fill(tc.want, tc.written)
@@ -114,10 +128,16 @@ func TestRun(t *testing.T) {
 	}{
 		{"copy", Config{}},
 		{"zero read random", Config{Op: OpZero, ReadTouch: true, Random: true}},
-		{"thread reader", Config{Reader: pager.ReaderThread, Random: true}},
-		{"64KiB 2 faulters 2 workers read", Config{Chunk: 64 << 10, Faulters: 2, Workers: 2, ReadTouch: true}},
+		{"events", Config{Engine: Engine{Events: true}, Random: true}},
+		{"shared engine", Config{Engine: Engine{Shared: true}, Random: true}},
+		{"one CPU", Config{Engine: Engine{CPUs: []int{firstCPU()}}}},
+		{"64KiB 2 faulters read", Config{Chunk: 64 << 10, Faulters: 2, ReadTouch: true}},
 		{"adaptive", Config{Adaptive: true}},
 		{"adaptive random", Config{Adaptive: true, Random: true, ReadTouch: true}},
+		{"child events", Config{FaultersIn: Child, Engine: Engine{Events: true, Shared: true}}},
+		{"child", Config{FaultersIn: Child}},
+		{"child zero read random 2 faulters", Config{FaultersIn: Child, Op: OpZero, ReadTouch: true, Random: true, Faulters: 2}},
+		{"child 64KiB", Config{FaultersIn: Child, Chunk: 64 << 10}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			procs := runtime.GOMAXPROCS(0)
@@ -128,7 +148,11 @@ func TestRun(t *testing.T) {
 			if got := runtime.GOMAXPROCS(0); got != procs {
 				t.Errorf("GOMAXPROCS %d after the run, was %d", got, procs)
 			}
-			if want := max(procs, r.Faulters+1); r.GOMAXPROCS != want {
+			want := max(procs, r.Faulters+1)
+			if tc.cfg.FaultersIn == Child {
+				want = procs
+			}
+			if r.GOMAXPROCS != want {
 				t.Errorf("GOMAXPROCS during the run %d, want %d", r.GOMAXPROCS, want)
 			}
 			st := r.Median.Stats
@@ -167,15 +191,19 @@ func TestRun(t *testing.T) {
 // verification after a write-touch run, by the faulter on a read-touch.
 func TestCorruptSource(t *testing.T) {
 	const bad = 1000
-	for _, read := range []bool{false, true} {
-		t.Run(fmt.Sprintf("read=%t", read), func(t *testing.T) {
-			cfg := small(Config{ReadTouch: read, Random: true, corrupt: []int{bad}})
+	for _, tc := range []struct {
+		read bool
+		in   Placement
+	}{{false, InProcess}, {true, InProcess}, {false, Child}, {true, Child}} {
+		read := tc.read
+		t.Run(fmt.Sprintf("read=%t/%v", read, tc.in), func(t *testing.T) {
+			cfg := small(Config{ReadTouch: read, Random: true, FaultersIn: tc.in, corrupt: []int{bad}})
 			_, err := Run(context.Background(), cfg, nil)
 			var ve *VerifyError
 			if !errors.As(err, &ve) {
 				t.Fatalf("Run = %v, want a *VerifyError", err)
 			}
-			want := VerifyError{Offset: bad*PageSize + CheckOffset, Got: ^byte(ImageByte), Want: ImageByte}
+			want := VerifyError{Offset: bad*PageSize + corruptOffset, Got: ^byte(ImageByte), Want: ImageByte}
 			if read {
 				want.Offset, want.Touch = bad*PageSize, true
 			}
@@ -189,18 +217,19 @@ func TestCorruptSource(t *testing.T) {
 	}
 }
 
-// TestCancel checks that a run whose context ends stops promptly with the
-// context's error, its faulters released.
+// TestCancel checks that a run whose context ends stops with the context's
+// error, its faulters released (in this process or in a child).
 func TestCancel(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	cfg := Config{MiB: 8, Runs: 1}
-	start := time.Now()
-	_, err := Run(ctx, cfg, nil)
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Run = %v, want context.Canceled", err)
+	for _, in := range []Placement{InProcess, Child} {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		start := time.Now()
+		_, err := Run(ctx, Config{MiB: 8, Runs: 1, FaultersIn: in}, nil)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("%v: Run = %v, want context.Canceled", in, err)
+		}
+		t.Logf("%v: returned after %v", in, time.Since(start))
 	}
-	t.Logf("returned after %v", time.Since(start))
 }
 
 func TestValidate(t *testing.T) {
@@ -217,10 +246,10 @@ func TestValidate(t *testing.T) {
 		{Config{Faulters: 65}, "--faulters 65: want 1 to 64"},
 		{Config{Faulters: -1}, "--faulters -1"},
 		{Config{MiB: 1, Faulters: 64, Chunk: 4096}, ""},
-		{Config{Workers: 65}, "--workers 65"},
+		{Config{Engine: Engine{CPUs: []int{4096}}}, "--cpus"},
+		{Config{FaultersIn: 3}, "faulters-in Placement(3)"},
 		{Config{Runs: 100}, "--runs 100: want 1 to 99"},
 		{Config{Op: 7}, "op Op(7)"},
-		{Config{Reader: 9}, "reader"},
 		{Config{GOMAXPROCS: -2}, "--gomaxprocs -2"},
 		{Config{}, ""},
 		{Config{Adaptive: true}, ""},
@@ -244,33 +273,56 @@ func TestParse(t *testing.T) {
 			t.Errorf("ParseOp(%q) = %v, %v", o, got, err)
 		}
 	}
-	for _, r := range []pager.Reader{pager.ReaderPoller, pager.ReaderThread} {
-		if got, err := ParseReader(r.String()); got != r || err != nil {
-			t.Errorf("ParseReader(%q) = %v, %v", r, got, err)
+	for _, k := range []string{"own", "shared"} {
+		if got, err := ParseEngine(k); err != nil || got != (k == "shared") {
+			t.Errorf("ParseEngine(%q) = %v, %v", k, got, err)
 		}
 	}
 	if _, err := ParseOp("move"); err == nil {
 		t.Error("ParseOp(move) succeeded")
 	}
-	if _, err := ParseReader("epoll"); err == nil {
-		t.Error("ParseReader(epoll) succeeded")
+	if _, err := ParseEngine("isolated"); err == nil {
+		t.Error("ParseEngine(isolated) succeeded")
+	}
+	for _, p := range []Placement{InProcess, Child} {
+		if got, err := ParsePlacement(p.String()); got != p || err != nil {
+			t.Errorf("ParsePlacement(%q) = %v, %v", p, got, err)
+		}
+	}
+	for _, m := range []RefMode{RefPinned, RefNaive} {
+		if got, err := ParseRefMode(m.String()); got != m || err != nil {
+			t.Errorf("ParseRefMode(%q) = %v, %v", m, got, err)
+		}
+	}
+	if _, err := ParsePlacement("thread"); err == nil {
+		t.Error("ParsePlacement(thread) succeeded")
+	}
+	if _, err := ParseRefMode("fast"); err == nil {
+		t.Error("ParseRefMode(fast) succeeded")
 	}
 }
 
 func TestRefArgs(t *testing.T) {
+	n := strconv.Itoa(AllowedCPUs())
 	for _, tc := range []struct {
-		ref  Ref
-		cfg  Config
-		want string
+		ref     Ref
+		cfg     Config
+		measure string
+		want    string
 	}{
-		{Ref{}, Config{}, "-s 256 -c 4096 -f 1 -n 1 -o copy -r 1"},
-		{Ref{}, Config{MiB: 8, Chunk: 65536, Faulters: 2, Workers: 3, Op: OpZero, ReadTouch: true, Random: true, Runs: 7},
-			"-s 8 -c 65536 -f 2 -n 3 -o zero -r 1 -R -x"},
-		{Ref{}, Config{Adaptive: true}, "-s 256 -c 4096 -f 1 -n 1 -o copy -r 1"},
-		{Ref{Chunk: 2 << 20}, Config{Adaptive: true}, "-s 256 -c 2097152 -f 1 -n 1 -o copy -r 1"},
+		{Ref{}, Config{}, measureFaults, "-s 256 -c 4096 -f 1 -n " + n + " -o copy -r 1 -p"},
+		{Ref{Mode: RefNaive}, Config{}, measureFaults, "-s 256 -c 4096 -f 1 -n 1 -o copy -r 1"},
+		{Ref{Mode: RefNaive}, Config{MiB: 8, Chunk: 65536, Faulters: 2, Engine: Engine{Shared: true}, Op: OpZero, ReadTouch: true, Random: true, Runs: 7},
+			measureFaults, "-s 8 -c 65536 -f 2 -n 1 -o zero -r 1 -R -x"},
+		{Ref{}, Config{Adaptive: true}, measureFaults, "-s 256 -c 4096 -f 1 -n " + n + " -o copy -r 1 -p"},
+		{Ref{Chunk: 2 << 20}, Config{Adaptive: true}, measureFaults, "-s 256 -c 2097152 -f 1 -n " + n + " -o copy -r 1 -p"},
+		{Ref{}, Config{FaultersIn: Child, Random: true}, measureFaults, "-s 256 -c 4096 -f 1 -n " + n + " -o copy -r 1 -x -p -X"},
+		{Ref{Mode: RefNaive}, Config{FaultersIn: Child}, measureFaults, "-s 256 -c 4096 -f 1 -n 1 -o copy -r 1 -X"},
+		{Ref{Chunk: 2 << 20}, Config{FaultersIn: Child}, measureTouch, "-s 256 -c 4096 -f 1 -n " + n + " -o copy -r 1 -m touch"},
+		{Ref{Mode: RefNaive, Chunk: 2 << 20}, Config{FaultersIn: Child}, measurePrefill, "-s 256 -c 2097152 -f 1 -n " + n + " -o copy -r 1 -p -m prefill"},
 	} {
-		if got := strings.Join(tc.ref.Args(tc.cfg), " "); got != tc.want {
-			t.Errorf("Args(%+v) = %q, want %q", tc.cfg, got, tc.want)
+		if got := strings.Join(tc.ref.Args(tc.cfg, tc.measure), " "); got != tc.want {
+			t.Errorf("%+v.Args(%+v, %s) = %q, want %q", tc.ref, tc.cfg, tc.measure, got, tc.want)
 		}
 	}
 	exe := fakeRef(t, `{}`)
@@ -281,14 +333,20 @@ func TestRefArgs(t *testing.T) {
 	}{
 		{Ref{Path: exe, Chunk: 12288}, Config{}, "ref chunk 12288: want a power of two"},
 		{Ref{Path: exe}, Config{Chunk: 12288}, "ref chunk 12288"},
-		{Ref{Path: exe, Chunk: 4 << 20}, Config{MiB: 2}, "larger than the region"},
+		{Ref{Path: exe, Limits: true}, Config{}, "--limit: needs the repository's reference"},
+		{Ref{Chunk: 4 << 20}, Config{MiB: 2}, "larger than the region"},
+		{Ref{Chunk: 5000}, Config{}, "ref chunk 5000: want a positive multiple of the page size"},
+		{Ref{Mode: 5}, Config{}, "ref-mode RefMode(5)"},
 		{Ref{Path: filepath.Join(t.TempDir(), "none")}, Config{}, "no such file"},
 		{Ref{Path: t.TempDir()}, Config{}, "not an executable file"},
-		{Ref{}, Config{}, "no path"},
 	} {
 		if err := tc.ref.Validate(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v.Validate(%+v) = %v, want an error containing %q", tc.ref, tc.cfg, err, tc.want)
 		}
+	}
+	// The repository's reference takes any multiple of the page size.
+	if err := (Ref{Chunk: 12288, Limits: true}).Validate(Config{}); err != nil {
+		t.Errorf("Validate: %v", err)
 	}
 }
 
@@ -312,7 +370,7 @@ const fakeLine = `{"op":"copy","chunk":4096,"faulters":1,"handlers":1,"mib":8,"m
 func TestCompare(t *testing.T) {
 	exe := fakeRef(t, fakeLine)
 	var order []string
-	c, err := Compare(context.Background(), Config{MiB: 8, Runs: 3}, Ref{Path: exe}, func(p Progress) {
+	c, err := Compare(context.Background(), Config{MiB: 8, Runs: 3}, Ref{Path: exe, Mode: RefNaive}, func(p Progress) {
 		order = append(order, fmt.Sprintf("%s%d", p.Impl, p.Run))
 	})
 	if err != nil {
@@ -382,7 +440,7 @@ func TestCompare(t *testing.T) {
 func TestCompareOtherChunk(t *testing.T) {
 	line := strings.Replace(fakeLine, `"chunk":4096`, `"chunk":65536`, 1)
 	exe := fakeRef(t, line)
-	c, err := Compare(context.Background(), Config{MiB: 8, Runs: 1, Adaptive: true}, Ref{Path: exe, Chunk: 65536}, nil)
+	c, err := Compare(context.Background(), Config{MiB: 8, Runs: 1, Adaptive: true}, Ref{Path: exe, Mode: RefNaive, Chunk: 65536}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,15 +468,33 @@ func TestCompareOtherChunk(t *testing.T) {
 // describes another run, is an error naming the command.
 func TestCompareBadRef(t *testing.T) {
 	for _, tc := range []struct{ out, want string }{
-		{"hello", "is not ref_handler's JSON"},
+		{"hello", "is not the reference's JSON"},
 		{`{"op":"copy"}`, "lacks median_ns"},
 		{strings.Replace(fakeLine, `"mib":8`, `"mib":256`, 1), "reported mib 256, asked for 8"},
 		{strings.Replace(fakeLine, `"chunk":4096`, `"chunk":8192`, 1), "reported chunk 8192, asked for 4096"},
 	} {
 		exe := fakeRef(t, tc.out)
-		_, err := Compare(context.Background(), Config{MiB: 8, Runs: 1}, Ref{Path: exe}, nil)
+		_, err := Compare(context.Background(), Config{MiB: 8, Runs: 1}, Ref{Path: exe, Mode: RefNaive}, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), exe+" -s 8") {
 			t.Errorf("output %s: error %v, want one containing %q and the command", tc.out, err, tc.want)
+		}
+	}
+	// A program that does not say it did what was asked did not.
+	n := strconv.Itoa(AllowedCPUs())
+	for _, tc := range []struct {
+		out  string
+		cfg  Config
+		ref  Ref
+		want string
+	}{
+		{fakeLine, Config{MiB: 8, Runs: 1, FaultersIn: Child}, Ref{Mode: RefNaive}, "does not report faulters in another process (-X)"},
+		{strings.Replace(fakeLine, `"handlers":1`, `"handlers":`+n, 1), Config{MiB: 8, Runs: 1}, Ref{}, "does not report its handlers pinned (-p)"},
+		{strings.Replace(fakeLine, `"handlers":1`, `"handlers":99`, 1), Config{MiB: 8, Runs: 1}, Ref{}, "reported handlers 99, asked for " + n},
+	} {
+		tc.ref.Path = fakeRef(t, tc.out)
+		_, err := Compare(context.Background(), tc.cfg, tc.ref, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("output %s: error %v, want one containing %q", tc.out, err, tc.want)
 		}
 	}
 	// A failing ref_handler: its stderr is in the error.
@@ -427,7 +503,7 @@ func TestCompareBadRef(t *testing.T) {
 	if err := os.WriteFile(exe, []byte("#!/bin/sh\necho 'ref_handler: bad arguments' >&2\nexit 2\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Compare(context.Background(), Config{MiB: 8, Runs: 1}, Ref{Path: exe}, nil)
+	_, err := Compare(context.Background(), Config{MiB: 8, Runs: 1}, Ref{Path: exe, Mode: RefNaive}, nil)
 	if err == nil || !strings.Contains(err.Error(), "exit status 2: ref_handler: bad arguments") {
 		t.Errorf("failing ref: error %v", err)
 	}
@@ -437,7 +513,7 @@ func TestResultJSON(t *testing.T) {
 	r := &Result{
 		Impl: "go", Op: OpCopy, Chunk: 65536, Faulters: 2, Handlers: 2, MiB: 64,
 		Median:   Sample{Elapsed: 100 * time.Millisecond, P50: 300, P99: 40000, Stats: pager.Stats{Faults: 1024, Pages: 16384, Prefetched: 15360, Exists: 3}},
-		Prefetch: "fixed", Reader: pager.ReaderThread, ReadTouch: true, GOMAXPROCS: 4,
+		Prefetch: "fixed", Engine: "thread reader, 2 workers", FaultersIn: Child, ReadTouch: true, GOMAXPROCS: 4,
 	}
 	r.Samples = []Sample{r.Median, {Elapsed: 90 * time.Millisecond}}
 	b, err := r.MarshalJSON()
@@ -446,7 +522,7 @@ func TestResultJSON(t *testing.T) {
 	}
 	const want = `{"op":"copy","chunk":65536,"faulters":2,"handlers":2,"mib":64,"median_ns":100000000,` +
 		`"faults":1024,"faults_per_s":10240,"ns_per_page":6103.5,"gb_per_s":0.671,"touch_p50_ns":300,"touch_p99_ns":40000,` +
-		`"impl":"go","prefetch":"fixed","reader":"thread","spin_reads":0,"read":true,"random":false,"runs":2,"gomaxprocs":4,` +
+		`"impl":"go","prefetch":"fixed","engine":"thread reader, 2 workers","faulters_in":"child","read":true,"random":false,"runs":2,"gomaxprocs":4,` +
 		`"pager_faults":1024,"pager_pages":16384,"pager_prefetched":15360,"pager_exists":3,"runs_ns":[100000000,90000000]}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
@@ -477,4 +553,13 @@ func TestMedianIndex(t *testing.T) {
 			t.Errorf("medianIndex(%v) = %d, want %d", tc.s, got, tc.want)
 		}
 	}
+}
+
+// firstCPU is a CPU this process may run on.
+func firstCPU() int {
+	cpus, err := pager.AllowedCPUs()
+	if err != nil || len(cpus) == 0 {
+		return 0
+	}
+	return cpus[0]
 }

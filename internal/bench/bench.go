@@ -3,10 +3,12 @@
 package bench
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -52,15 +54,38 @@ func ParseOp(s string) (Op, error) {
 	return 0, fmt.Errorf("op %q: want copy or zero", s)
 }
 
-// ParseReader parses the name of a pager.Reader as its String method
-// prints it.
-func ParseReader(s string) (pager.Reader, error) {
-	for _, r := range []pager.Reader{pager.ReaderPoller, pager.ReaderThread} {
-		if r.String() == s {
-			return r, nil
-		}
+// Placement is where the faulting threads run.
+type Placement int
+
+const (
+	// InProcess faults from threads of this process, which also serves.
+	InProcess Placement = iota
+	// Child faults from another process, started for each run, which
+	// creates the userfaultfd, registers its region and hands the
+	// descriptor over (package handoff), as a VM hands its guest memory
+	// to its page-fault handler.
+	Child
+)
+
+func (p Placement) String() string {
+	switch p {
+	case InProcess:
+		return "process"
+	case Child:
+		return "child"
 	}
-	return 0, fmt.Errorf("reader %q: want %v or %v", s, pager.ReaderPoller, pager.ReaderThread)
+	return fmt.Sprintf("Placement(%d)", int(p))
+}
+
+// ParsePlacement parses a Placement's name.
+func ParsePlacement(s string) (Placement, error) {
+	switch s {
+	case "process":
+		return InProcess, nil
+	case "child":
+		return Child, nil
+	}
+	return 0, fmt.Errorf("faulters-in %q: want process or child", s)
 }
 
 // Limits of the configuration, ref_handler's where it has them.
@@ -77,13 +102,10 @@ const (
 	TouchByte = 1
 )
 
-// CheckOffset is the byte of each page that verification compares with
-// the source (the first byte is the one a write-touch overwrites).
-const CheckOffset = 7
-
 // Config describes a benchmark. The zero value is ref_handler's default
-// run: 256 MiB resolved 4 KiB per fault with UFFDIO_COPY by one worker,
-// write-touched in order by one faulter, median of 5 runs.
+// run: 256 MiB resolved 4 KiB per fault with UFFDIO_COPY by the pager at
+// its defaults, write-touched in order by one faulter of this process,
+// median of 5 runs.
 type Config struct {
 	// MiB is the region's size (ref_handler -s; default 256).
 	MiB int
@@ -96,13 +118,15 @@ type Config struct {
 	// Faulters is the number of faulting threads, each touching its own
 	// slice of the region (ref_handler -f; default 1).
 	Faulters int
-	// Workers is the pager's Config.Workers (ref_handler -n; default 1).
-	Workers int
-	// Reader is the pager's Config.Reader.
-	Reader pager.Reader
-	// SpinReads is the pager's Config.SpinReads (0: its default;
-	// negative: never spin).
-	SpinReads int
+	// FaultersIn is where the faulters run: in this process, or in a
+	// child process that hands its userfaultfd over.
+	FaultersIn Placement
+	// ChildExe is the program started as the child of FaultersIn Child
+	// (default: this program, os.Executable): its main must call
+	// ChildMain first when IsChild reports true.
+	ChildExe string
+	// Engine sets up the pager.
+	Engine Engine
 	// Op is how faults are resolved (ref_handler -o).
 	Op Op
 	// Runs is the number of runs; the median one is reported
@@ -114,15 +138,19 @@ type Config struct {
 	// Random touches each faulter's pages in ref_handler's fixed random
 	// order (ref_handler -x).
 	Random bool
-	// GOMAXPROCS is set for the duration of the runs. When 0 it is raised
-	// to Faulters+1 if lower: a thread blocked in a page fault keeps its P,
-	// and the pager needs one more (see the package documentation).
+	// GOMAXPROCS is set for the duration of the runs. When 0 and the
+	// faulters are in this process it is raised to Faulters+1 if lower: a
+	// thread blocked in a page fault keeps its P, and the pager needs one
+	// more (see the package documentation).
 	GOMAXPROCS int
 
-	// corrupt lists pages whose source byte at CheckOffset (and first
-	// byte) are altered, for tests of the verification.
+	// corrupt lists pages whose source bytes at corruptOffset (and the
+	// first byte) are altered, for tests of the verification.
 	corrupt []int
 }
+
+// corruptOffset is the byte of a page that tests alter in the source.
+const corruptOffset = 7
 
 // PageSize is the base page size, the unit of the workload.
 var PageSize = unix.Getpagesize()
@@ -138,14 +166,14 @@ func (c Config) withDefaults() Config {
 	if c.Faulters == 0 {
 		c.Faulters = 1
 	}
-	if c.Workers == 0 {
-		c.Workers = 1
-	}
 	if c.Runs == 0 {
 		c.Runs = 5
 	}
 	if c.GOMAXPROCS == 0 {
-		c.GOMAXPROCS = max(runtime.GOMAXPROCS(0), c.Faulters+1)
+		c.GOMAXPROCS = runtime.GOMAXPROCS(0)
+		if c.FaultersIn == InProcess {
+			c.GOMAXPROCS = max(c.GOMAXPROCS, c.Faulters+1)
+		}
 	}
 	return c
 }
@@ -169,18 +197,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--faulters %d: want 1 to %d", c.Faulters, MaxThreads)
 	case int64(c.Faulters) > pages:
 		return fmt.Errorf("--faulters %d: more than the region's %d pages", c.Faulters, pages)
-	case c.Workers < 1 || c.Workers > MaxThreads:
-		return fmt.Errorf("--workers %d: want 1 to %d", c.Workers, MaxThreads)
+	case c.FaultersIn != InProcess && c.FaultersIn != Child:
+		return fmt.Errorf("faulters-in %v: want process or child", c.FaultersIn)
 	case c.Runs < 1 || c.Runs > MaxRuns:
 		return fmt.Errorf("--runs %d: want 1 to %d", c.Runs, MaxRuns)
 	case c.Op != OpCopy && c.Op != OpZero:
 		return fmt.Errorf("op %v: want copy or zero", c.Op)
-	case c.Reader != pager.ReaderPoller && c.Reader != pager.ReaderThread:
-		return fmt.Errorf("reader %v: want %v or %v", c.Reader, pager.ReaderPoller, pager.ReaderThread)
 	case c.GOMAXPROCS < 0:
 		return fmt.Errorf("--gomaxprocs %d: want 0 (automatic) or more", c.GOMAXPROCS)
 	}
-	return nil
+	return c.Engine.validate()
 }
 
 // prefetch is the pager's prefetch setting for c.
@@ -216,15 +242,16 @@ type Sample struct {
 	// Stats are the pager's counters at the end of the run (Go runs only).
 	Stats pager.Stats
 
-	raw []byte // ref runs: the JSON line ref_handler printed
+	raw []byte // C runs: the JSON line the reference printed
 }
 
 // VerifyError reports a page that did not hold what it should, seen by a
 // read-touch (Touch) or by the verification after the run.
 type VerifyError struct {
-	Offset    int  // of the byte in the region
-	Got, Want byte // its value, and the expected one
-	Touch     bool // seen by a faulter's read-touch
+	Offset int  `json:"offset"` // of the byte in the region
+	Got    byte `json:"got"`    // its value
+	Want   byte `json:"want"`   // the expected one
+	Touch  bool `json:"touch"`  // seen by a faulter's read-touch
 }
 
 func (e *VerifyError) Error() string {
@@ -235,16 +262,27 @@ func (e *VerifyError) Error() string {
 	return fmt.Sprintf("bench: %s at offset %d (page %d): got %#02x, want %#02x", what, e.Offset, e.Offset/PageSize, e.Got, e.Want)
 }
 
-// verify checks every page of region after a run, as ref_handler does:
-// the byte at CheckOffset holds the source's value and, after a
-// write-touch, the first byte holds TouchByte.
+// verify checks every byte of region after a run: the first byte of each
+// page holds TouchByte after a write-touch, every other byte the source's
+// value. It must run once nothing can fault there any more (the
+// userfaultfd closed): it reads the region with bytes.Equal.
 func verify(region []byte, want byte, written bool) error {
+	tmpl := bytes.Repeat([]byte{want}, PageSize)
+	first := want
+	if written {
+		first = TouchByte
+	}
 	for off := 0; off < len(region); off += PageSize {
-		if b := region[off+CheckOffset]; b != want {
-			return &VerifyError{Offset: off + CheckOffset, Got: b, Want: want}
+		page := region[off : off+PageSize]
+		if page[0] != first {
+			return &VerifyError{Offset: off, Got: page[0], Want: first}
 		}
-		if b := region[off]; written && b != TouchByte {
-			return &VerifyError{Offset: off, Got: b, Want: TouchByte}
+		if !bytes.Equal(page[1:], tmpl[1:]) {
+			for k := 1; k < PageSize; k++ {
+				if page[k] != want {
+					return &VerifyError{Offset: off + k, Got: page[k], Want: want}
+				}
+			}
 		}
 	}
 	return nil
@@ -282,6 +320,7 @@ type Bench struct {
 	source pager.Source
 	order  []int   // nil unless Random
 	lat    []int64 // per page touch latency of the current run, ns
+	eng    *engineRun
 }
 
 // New validates cfg and prepares the runs. Close releases the source image.
@@ -290,11 +329,25 @@ func New(cfg Config) (*Bench, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if cfg.FaultersIn == Child && cfg.ChildExe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("bench: the faulters' program: %w", err)
+		}
+		cfg.ChildExe = exe
+	}
 	b := &Bench{cfg: cfg, size: cfg.MiB << 20}
+	eng, err := cfg.Engine.start()
+	if err != nil {
+		return nil, fmt.Errorf("bench: engine: %w", err)
+	}
+	b.eng = eng
 	b.pages = b.size / PageSize
-	b.lat = make([]int64, b.pages)
-	if cfg.Random {
-		b.order = permutation(b.pages, cfg.Faulters)
+	if cfg.FaultersIn == InProcess {
+		b.lat = make([]int64, b.pages)
+		if cfg.Random {
+			b.order = permutation(b.pages, cfg.Faulters)
+		}
 	}
 	if cfg.Op == OpZero {
 		b.source = pager.Zero(int64(b.size))
@@ -303,6 +356,7 @@ func New(cfg Config) (*Bench, error) {
 	// Like ref_handler's source: private anonymous memory, filled once.
 	img, err := unix.Mmap(-1, 0, b.size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
+		b.eng.close()
 		return nil, fmt.Errorf("bench: mmap %d MiB source image: %w", cfg.MiB, err)
 	}
 	for i := range img {
@@ -310,7 +364,7 @@ func New(cfg Config) (*Bench, error) {
 	}
 	for _, p := range cfg.corrupt {
 		img[p*PageSize] = ^byte(ImageByte)
-		img[p*PageSize+CheckOffset] = ^byte(ImageByte)
+		img[p*PageSize+corruptOffset] = ^byte(ImageByte)
 	}
 	b.image = img
 	b.source = pager.Image(img)
@@ -322,6 +376,8 @@ func (b *Bench) Config() Config { return b.cfg }
 
 // Close unmaps the source image.
 func (b *Bench) Close() error {
+	b.eng.close()
+	b.eng = nil
 	if b.image == nil {
 		return nil
 	}
@@ -336,32 +392,30 @@ var errStopped = errors.New("bench: pager stopped before the faulters finished")
 // Run does one run: a fresh userfaultfd and region served by a new pager,
 // touched by the faulters, then verified.
 func (b *Bench) Run(ctx context.Context) (Sample, error) {
+	if b.cfg.FaultersIn == Child {
+		return b.runChild(ctx)
+	}
 	cfg := b.cfg
-	u, err := uffd.Open(&uffd.Config{})
+	u, err := uffd.Open(&uffd.Config{Features: cfg.Engine.features()})
 	if err != nil {
 		return Sample{}, err
 	}
-	closed := false
-	closeUFFD := func() {
-		if !closed {
-			closed = true
-			u.Close()
-		}
-	}
+	var closeOnce sync.Once
+	closeUFFD := func() { closeOnce.Do(func() { u.Close() }) }
 	defer closeUFFD()
-	region, err := unix.Mmap(-1, 0, b.size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	region, err := mapRegion(b.size)
 	if err != nil {
-		return Sample{}, fmt.Errorf("bench: mmap %d MiB region: %w", cfg.MiB, err)
+		return Sample{}, err
 	}
 	defer unix.Munmap(region)
-	if err := unix.Madvise(region, unix.MADV_NOHUGEPAGE); err != nil {
-		return Sample{}, fmt.Errorf("bench: madvise(MADV_NOHUGEPAGE): %w", err)
-	}
 	start := uintptr(unsafe.Pointer(unsafe.SliceData(region)))
 	if _, err := u.Register(start, uintptr(b.size), uffd.ModeMissing); err != nil {
 		return Sample{}, err
 	}
-	p := pager.New(u, pager.Config{Prefetch: cfg.prefetch(), Workers: cfg.Workers, Reader: cfg.Reader, SpinReads: cfg.SpinReads})
+	p, err := pager.New(u, b.eng.pagerConfig(cfg.prefetch()))
+	if err != nil {
+		return Sample{}, err
+	}
 	if err := p.Add(pager.Region{Start: start, Len: uintptr(b.size), Source: b.source, Name: "bench"}); err != nil {
 		return Sample{}, err
 	}
@@ -390,27 +444,15 @@ func (b *Bench) Run(ctx context.Context) (Sample, error) {
 		}
 	}()
 
-	touchErrs := make([]error, cfg.Faulters)
-	var wg sync.WaitGroup
-	t0 := nanotime()
-	for f := range cfg.Faulters {
-		lo, hi := b.pages*f/cfg.Faulters, b.pages*(f+1)/cfg.Faulters
-		wg.Go(func() {
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			touchErrs[f] = b.touch(region, lo, hi, &stop)
-		})
-	}
-	wg.Wait()
-	elapsed := nanotime() - t0
+	elapsed, touchErr := fault(region, cfg.Faulters, b.order, b.lat, cfg.ReadTouch, cfg.want(), &stop)
 	close(faultersDone)
-	<-watchDone // after this, closeUFFD and serveErr belong to this goroutine again
+	<-watchDone // after this, serveErr and serveDone belong to this goroutine again
 
 	stopServe()
 	if !serveDone {
 		serveErr = <-served
 	}
-	s := Sample{Elapsed: time.Duration(elapsed), Stats: p.Stats()}
+	s := Sample{Elapsed: elapsed, Stats: p.Stats()}
 	// Verify with the userfaultfd closed: a page that was never served then
 	// reads as zeroes instead of blocking for good.
 	closeUFFD()
@@ -422,24 +464,65 @@ func (b *Bench) Run(ctx context.Context) (Sample, error) {
 	case serveDone:
 		return s, errStopped
 	}
-	if err := errors.Join(touchErrs...); err != nil {
-		return s, err
+	if touchErr != nil {
+		return s, touchErr
 	}
 	if err := verify(region, cfg.want(), !cfg.ReadTouch); err != nil {
 		return s, err
 	}
-	slices.Sort(b.lat)
-	s.P50 = time.Duration(b.lat[b.pages/2])
-	s.P99 = time.Duration(b.lat[b.pages*99/100])
+	s.P50, s.P99 = percentiles(b.lat)
 	return s, nil
 }
 
+// mapRegion maps a region to fault on, as ref_handler does: private
+// anonymous memory without transparent huge pages.
+func mapRegion(size int) ([]byte, error) {
+	region, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("bench: mmap %d MiB region: %w", size>>20, err)
+	}
+	if err := unix.Madvise(region, unix.MADV_NOHUGEPAGE); err != nil {
+		unix.Munmap(region)
+		return nil, fmt.Errorf("bench: madvise(MADV_NOHUGEPAGE): %w", err)
+	}
+	return region, nil
+}
+
+// percentiles sorts lat and returns its 50th and 99th percentiles as
+// ref_handler picks them.
+func percentiles(lat []int64) (p50, p99 time.Duration) {
+	slices.Sort(lat)
+	return time.Duration(lat[len(lat)/2]), time.Duration(lat[len(lat)*99/100])
+}
+
+// fault runs the faulters over region, each a goroutine locked to its
+// thread touching its own slice, and returns the time from their start to
+// the last one's end. order, when not nil, is the page order; lat receives
+// each page's touch latency.
+func fault(region []byte, faulters int, order []int, lat []int64, read bool, want byte, stop *atomic.Bool) (time.Duration, error) {
+	pages := len(region) / PageSize
+	errs := make([]error, faulters)
+	var wg sync.WaitGroup
+	t0 := nanotime()
+	for f := range faulters {
+		lo, hi := pages*f/faulters, pages*(f+1)/faulters
+		wg.Go(func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			errs[f] = touch(region, lo, hi, order, lat, read, want, stop)
+		})
+	}
+	wg.Wait()
+	return time.Duration(nanotime() - t0), errors.Join(errs...)
+}
+
 // touch is a faulter: it touches one byte of each page of [lo, hi) (page
-// indexes, through the permutation when random) with a plain load or
-// store, and records each touch's latency. It must not touch the region
-// any other way (see the package documentation).
-func (b *Bench) touch(region []byte, lo, hi int, stop *atomic.Bool) error {
-	read, want, order, lat := b.cfg.ReadTouch, b.cfg.want(), b.order, b.lat
+// indexes, through order when not nil) with a plain load or store, and
+// records each touch's latency. It must not touch the region any other way:
+// a fault inside runtime assembly (copy, bytes.Equal) cannot be preempted,
+// and with the pager in this process a garbage collection would then wait
+// for it forever (see the package documentation).
+func touch(region []byte, lo, hi int, order []int, lat []int64, read bool, want byte, stop *atomic.Bool) error {
 	for i := lo; i < hi; i++ {
 		if stop.Load() {
 			return errStopped
@@ -464,7 +547,7 @@ func (b *Bench) touch(region []byte, lo, hi int, stop *atomic.Bool) error {
 
 // Progress reports one finished run.
 type Progress struct {
-	Impl   string // "go" or "ref"
+	Impl   string // "go", "ref", or a limit's name
 	Run    int    // from 1
 	Runs   int
 	Sample Sample
@@ -529,13 +612,13 @@ func (b *Bench) result(samples []Sample) *Result {
 		Op:         cfg.Op,
 		Chunk:      chunk,
 		Faulters:   cfg.Faulters,
-		Handlers:   cfg.Workers,
+		Handlers:   cfg.Engine.handlers(),
 		MiB:        cfg.MiB,
 		Median:     samples[medianIndex(samples)],
 		Samples:    samples,
 		Prefetch:   cfg.PrefetchName(),
-		Reader:     cfg.Reader,
-		SpinReads:  cfg.SpinReads,
+		Engine:     cfg.Engine.String(),
+		FaultersIn: cfg.FaultersIn,
 		ReadTouch:  cfg.ReadTouch,
 		Random:     cfg.Random,
 		GOMAXPROCS: cfg.GOMAXPROCS,

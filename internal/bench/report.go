@@ -11,31 +11,34 @@ import (
 	"strconv"
 	"text/tabwriter"
 	"time"
-
-	"github.com/gouffd/uffd/pager"
 )
 
 // Result is a benchmark's outcome as ref_handler reports it: the median
 // run by elapsed time, with that run's touch percentiles.
 type Result struct {
-	Impl string // "go", or "ref" for ref_handler's runs
+	Impl string // "go", or "ref" for the C reference's runs
 	Op   Op
 	// Chunk is the bytes resolved per fault that Faults counts with: the
 	// fixed chunk, or a page with adaptive prefetch.
-	Chunk    int
-	Faulters int
-	Handlers int // the pager's workers, or ref_handler's handler threads
-	MiB      int
-	Median   Sample   // the median run
-	Samples  []Sample // every run, in order
+	Chunk      int
+	Faulters   int
+	Handlers   int // the pager's readers, or the reference's handler threads
+	MiB        int
+	Median     Sample   // the median run
+	Samples    []Sample // every run, in order
+	FaultersIn Placement
+	ReadTouch  bool
+	Random     bool
 
 	// Go runs only.
 	Prefetch   string // "fixed" or "adaptive"
-	Reader     pager.Reader
-	SpinReads  int // as configured: 0 is the pager's default
-	ReadTouch  bool
-	Random     bool
+	Engine     string // Engine.String()
 	GOMAXPROCS int
+
+	// C runs only.
+	RefMode string // "pinned" or "naive"
+	Measure string // "uffd" (faults), or a limit: "touch", "prefill"
+	Program string // the reference's path
 }
 
 // Bytes is the region's size.
@@ -70,9 +73,9 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		r.Faults(), r.FaultsPerS(), r.NSPerPage(), r.GBPerS(),
 		r.Median.P50.Nanoseconds(), r.Median.P99.Nanoseconds())
 	st := r.Median.Stats
-	b = fmt.Appendf(b, `,"impl":%q,"prefetch":%q,"reader":%q,"spin_reads":%d,"read":%t,"random":%t,"runs":%d,"gomaxprocs":%d,`+
+	b = fmt.Appendf(b, `,"impl":%q,"prefetch":%q,"engine":%q,"faulters_in":%q,"read":%t,"random":%t,"runs":%d,"gomaxprocs":%d,`+
 		`"pager_faults":%d,"pager_pages":%d,"pager_prefetched":%d,"pager_exists":%d,"runs_ns":[`,
-		r.Impl, r.Prefetch, r.Reader, r.SpinReads, r.ReadTouch, r.Random, len(r.Samples), r.GOMAXPROCS,
+		r.Impl, r.Prefetch, r.Engine, r.FaultersIn, r.ReadTouch, r.Random, len(r.Samples), r.GOMAXPROCS,
 		st.Faults, st.Pages, st.Prefetched, st.Exists)
 	for i, s := range r.Samples {
 		if i > 0 {
@@ -92,19 +95,30 @@ func (r *Result) WriteJSON(w io.Writer) error {
 
 // describe is one line naming the configuration.
 func (r *Result) describe() string {
-	order, touch := "in order", "write"
+	order, touch, where := "in order", "write", "this process"
 	if r.Random {
 		order = "in random order"
 	}
 	if r.ReadTouch {
 		touch = "read"
 	}
+	if r.FaultersIn == Child {
+		where = "another process"
+	}
 	perFault := fmt.Sprintf("%d bytes per fault", r.Chunk)
 	if r.Prefetch == "adaptive" {
 		perFault = "adaptive prefetch"
 	}
-	return fmt.Sprintf("%s, %d MiB, %s, %d faulter(s) %s-touching %s, %d worker(s) (%v reader), GOMAXPROCS %d, median of %d runs",
-		r.Op, r.MiB, perFault, r.Faulters, touch, order, r.Handlers, r.Reader, r.GOMAXPROCS, len(r.Samples))
+	if r.Impl != "go" {
+		handlers := fmt.Sprintf("%d handler(s) pinned one per CPU", r.Handlers)
+		if r.RefMode == RefNaive.String() {
+			handlers = fmt.Sprintf("%d unpinned handler(s)", r.Handlers)
+		}
+		return fmt.Sprintf("C reference %s, %s, %s in read(2), faulters in %s, median of %d runs",
+			r.Program, perFault, handlers, where, len(r.Samples))
+	}
+	return fmt.Sprintf("%s, %d MiB, %s, %d faulter(s) in %s %s-touching %s, pager engine: %s, GOMAXPROCS %d, median of %d runs",
+		r.Op, r.MiB, perFault, r.Faulters, where, touch, order, r.Engine, r.GOMAXPROCS, len(r.Samples))
 }
 
 // WriteText writes r as a table.
@@ -223,9 +237,13 @@ func ratio(g, ref *Result) Ratio {
 type Comparison struct {
 	Go, Ref *Result
 	Ratio   Ratio
+	// The limits, when measured (Ref.Limits): the kernel's own first touch
+	// with no userfaultfd, and the region installed ahead of the faulters.
+	Touch, Prefill *Result
 }
 
-// MarshalJSON writes {"go":...,"ref":...,"ratio":...}.
+// MarshalJSON writes {"go":...,"ref":...,"ratio":...}, and
+// "limits":{"touch":...,"prefill":...} when they were measured.
 func (c *Comparison) MarshalJSON() ([]byte, error) {
 	g, _ := c.Go.MarshalJSON()
 	r, _ := c.Ref.MarshalJSON()
@@ -233,6 +251,13 @@ func (c *Comparison) MarshalJSON() ([]byte, error) {
 	b := append([]byte(`{"go":`), g...)
 	b = append(append(b, `,"ref":`...), bytes.TrimSpace(r)...)
 	b = append(append(b, `,"ratio":`...), ra...)
+	if c.Touch != nil && c.Prefill != nil {
+		t, _ := c.Touch.MarshalJSON()
+		p, _ := c.Prefill.MarshalJSON()
+		b = append(append(b, `,"limits":{"touch":`...), bytes.TrimSpace(t)...)
+		b = append(append(b, `,"prefill":`...), bytes.TrimSpace(p)...)
+		b = append(b, '}')
+	}
 	return append(b, '}'), nil
 }
 
@@ -246,8 +271,7 @@ func (c *Comparison) WriteJSON(w io.Writer) error {
 // WriteText writes both results and the ratios as a table.
 func (c *Comparison) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "go:  %s\nref: ref_handler, %d bytes per fault, %d handler(s), median of %d runs\n",
-		c.Go.describe(), c.Ref.Chunk, c.Ref.Handlers, len(c.Ref.Samples))
+	fmt.Fprintf(w, "go:  %s\nref: %s\n", c.Go.describe(), c.Ref.describe())
 	fmt.Fprintf(tw, "%-16s\tgo\tref\tgo/ref\t\n", "")
 	ratios := map[string]float64{
 		"faults_per_s": c.Ratio.FaultsPerS,
@@ -273,13 +297,21 @@ func (c *Comparison) WriteText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "go/ref ratios are medians over %d pairs of alternating runs (faults_per_s and gb_per_s: higher is faster; touch: lower is faster)\n", len(c.Ratio.Pairs))
-	return err
+	if _, err := fmt.Fprintf(w, "go/ref ratios are medians over %d pairs of alternating runs (faults_per_s and gb_per_s: higher is faster; touch: lower is faster)\n", len(c.Ratio.Pairs)); err != nil {
+		return err
+	}
+	if c.Touch != nil && c.Prefill != nil {
+		_, err := fmt.Fprintf(w, "limits, C, medians of %d runs: the kernel's own first touch (no userfaultfd) %.1f ns/page, touch p50 %d ns; "+
+			"the region installed ahead by %d pinned threads, %d bytes each, no fault waiting: %.3f GB/s\n",
+			len(c.Touch.Samples), c.Touch.NSPerPage(), c.Touch.Median.P50.Nanoseconds(), c.Prefill.Handlers, c.Prefill.Chunk, c.Prefill.GBPerS())
+		return err
+	}
+	return nil
 }
 
 // ProgressLine is a one-line summary of a finished run, for stderr.
 func ProgressLine(p Progress) string {
 	s := p.Sample
-	return fmt.Sprintf("%-3s run %d/%d: %v, touch p50 %v p99 %v",
+	return fmt.Sprintf("%-7s run %d/%d: %v, touch p50 %v p99 %v",
 		p.Impl, p.Run, p.Runs, s.Elapsed.Round(time.Microsecond), s.P50, s.P99)
 }
