@@ -136,16 +136,8 @@ func (s *serve) handle(it *item, buf []byte) []byte {
 	q := &it.q
 	switch q.kind {
 	case C.PG_REQ_READ:
-		src := p.region(int(q.id))
-		n := int(q.len)
-		if cap(buf) < n {
-			buf = make([]byte, n)
-		}
-		got, err := src.Source.ReadAt(buf[:n], int64(q.off))
-		if got < n {
-			if err == nil {
-				err = io.ErrUnexpectedEOF
-			}
+		var err error
+		if buf, err = p.readReq(q, buf); err != nil {
 			s.failed(it, err)
 			return buf
 		}
@@ -166,6 +158,23 @@ func (s *serve) handle(it *item, buf []byte) []byte {
 		s.fetch(*it)
 	}
 	return buf
+}
+
+// readReq reads the contents of request q's pages from its source into
+// buf (grown as needed), which it returns.
+func (p *Pager) readReq(q *C.pg_req, buf []byte) ([]byte, error) {
+	n := int(q.len)
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	got, err := p.region(int(q.id)).Source.ReadAt(buf[:n], int64(q.off))
+	if got < n {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return buf, err
+	}
+	return buf, nil
 }
 
 // failed applies the retry policy to a request that failed with err.
@@ -447,18 +456,11 @@ func (s *serve) resolve(ctx context.Context, start, end uintptr, chunk int, yiel
 				s.fetch(item{q: q})
 				continue
 			}
-			src := p.region(int(q.id))
-			n := int(q.len)
-			if cap(buf) < n {
-				buf = make([]byte, n)
-			}
-			got, err := src.Source.ReadAt(buf[:n], int64(q.off))
-			if got < n {
+			var err error
+			if buf, err = p.readReq(&q, buf); err != nil {
 				s.release(&q)
-				if err == nil {
-					err = io.ErrUnexpectedEOF
-				}
-				serr := &SourceError{Region: src.label(), Offset: int64(q.off), Len: n, Err: err}
+				src := p.region(int(q.id))
+				serr := &SourceError{Region: src.label(), Offset: int64(q.off), Len: int(q.len), Err: err}
 				if !yield {
 					return serr
 				}
