@@ -337,7 +337,7 @@ var errStopped = errors.New("bench: pager stopped before the faulters finished")
 // touched by the faulters, then verified.
 func (b *Bench) Run(ctx context.Context) (Sample, error) {
 	cfg := b.cfg
-	u, err := uffd.Open(&uffd.Config{})
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		return Sample{}, err
 	}

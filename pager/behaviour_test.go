@@ -317,7 +317,7 @@ func TestShutdownWithPendingFault(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			u, err := uffd.Open(nil)
+			u, err := uffd.Open(uffd.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -364,7 +364,7 @@ func TestShutdownWithPendingFault(t *testing.T) {
 func TestCloseEndsServe(t *testing.T) {
 	for _, reader := range []pager.Reader{pager.ReaderPoller, pager.ReaderThread} {
 		t.Run(reader.String(), func(t *testing.T) {
-			u, err := uffd.Open(nil)
+			u, err := uffd.Open(uffd.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -534,7 +534,7 @@ func TestZeroSource(t *testing.T) {
 }
 
 func TestAddRejects(t *testing.T) {
-	u, err := uffd.Open(nil)
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func benchServe(b *testing.B, cfg pager.Config) {
 		b.Fatal(err)
 	}
 	defer m.Close()
-	u, err := uffd.Open(nil)
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

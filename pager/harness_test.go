@@ -32,7 +32,7 @@ func setup(t *testing.T, kind mem.Kind, size int, features uffd.Feature) (*uffd.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	u, err := uffd.Open(&uffd.Config{Features: features})
+	u, err := uffd.Open(uffd.Config{Features: features})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -219,7 +219,7 @@ func gcRound(t *testing.T, isolated bool, img []byte, pages *atomic.Int64) pager
 		t.Fatal(err)
 	}
 	defer m.Close()
-	u, err := uffd.Open(nil)
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
