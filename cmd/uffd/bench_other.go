@@ -4,11 +4,15 @@ package main
 
 import (
 	"context"
+	"flag"
 	"io"
 	"runtime"
 
 	"github.com/gouffd/uffd"
 )
+
+// setupBench: the benchmark needs Linux (userfaultfd).
+func setupBench(fs *flag.FlagSet) runFunc { return runBench }
 
 // runBench fails outside Linux: userfaultfd is Linux's.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {

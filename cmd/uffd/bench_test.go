@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/gouffd/uffd/internal/testutil"
 	"math"
 	"os"
 	"os/exec"
@@ -151,25 +152,25 @@ func TestBenchBadArgs(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--chunk", "5000"}, "--chunk 5000: want a positive multiple of the page size"},
+		{[]string{"--chunk", "5000"}, "--chunk 5000: want 4KiB to 1GiB, a multiple of 4KiB"},
 		{[]string{"--chunk", "0"}, "--chunk 0"},
-		{[]string{"--mib", "0"}, "--mib 0"},
-		{[]string{"--mib", "-3"}, "--mib -3"},
+		{[]string{"--mib", "0"}, "--mib 0: want 1 to 1048576"},
+		{[]string{"--mib", "-3"}, "--mib -3: want 1 to 1048576"},
 		{[]string{"--faulters", "0"}, "--faulters 0"},
 		{[]string{"--faulters", "65"}, "--faulters 65: want 1 to 64"},
 		{[]string{"--workers", "0"}, "--workers 0"},
 		{[]string{"--runs", "0"}, "--runs 0"},
 		{[]string{"--runs", "100"}, "--runs 100"},
-		{[]string{"--op", "move"}, `--op "move": want copy or zero`},
-		{[]string{"--reader", "epoll"}, `--reader "epoll"`},
-		{[]string{"--prefetch", "greedy"}, `--prefetch "greedy"`},
+		{[]string{"--op", "move"}, `--op move: want copy or zero`},
+		{[]string{"--reader", "epoll"}, `--reader epoll: want poller or thread`},
+		{[]string{"--prefetch", "greedy"}, `--prefetch greedy: want fixed or adaptive`},
 		{[]string{"--prefetch", "adaptive", "--chunk", "65536"}, "with --prefetch adaptive"},
 		{[]string{"--ref-chunk", "65536"}, "--ref-chunk without --ref"},
 		{[]string{"--ref", exe, "--ref-chunk", "12288"}, "ref chunk 12288: want a power of two"},
 		{[]string{"--ref", exe, "--chunk", "12288"}, "ref chunk 12288"},
-		{[]string{"--ref", exe, "--ref-chunk", "0"}, "--ref-chunk 0"},
+		{[]string{"--ref", exe, "--ref-chunk", "0"}, "--ref-chunk 0: want 4KiB to 1GiB"},
 		{[]string{"--ref", filepath.Join(t.TempDir(), "none")}, "no such file"},
-		{[]string{"--mib", "x"}, "invalid value"},
+		{[]string{"--mib", "x"}, "--mib x: not a number"},
 		{[]string{"--bogus"}, "flag provided but not defined"},
 		{[]string{"8"}, `unexpected argument "8"`},
 	} {
@@ -186,9 +187,9 @@ func TestBenchBadArgs(t *testing.T) {
 }
 
 func TestBenchHelp(t *testing.T) {
-	_, stderr, err := runBenchCmd(context.Background(), "-h")
-	if err == nil || !strings.Contains(stderr, "-faulters") || !strings.Contains(stderr, "-ref-chunk") {
-		t.Errorf("bench -h: err %v, stderr:\n%s", err, stderr)
+	stdout, _, err := runBenchCmd(context.Background(), "-h")
+	if err == nil || !strings.Contains(stdout, "--faulters") || !strings.Contains(stdout, "--ref-chunk") {
+		t.Errorf("bench -h: err %v, stdout:\n%s", err, stdout)
 	}
 }
 
@@ -211,11 +212,11 @@ func TestBenchRef(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(src); err != nil {
-		t.Skipf("no ref_handler source: %v", err)
+		testutil.Skipf(t, "no ref_handler source: %v", err)
 	}
 	cc, err := exec.LookPath("cc")
 	if err != nil {
-		t.Skipf("no C compiler: %v", err)
+		testutil.Skipf(t, "no C compiler: %v", err)
 	}
 	exe := filepath.Join(t.TempDir(), "ref_handler")
 	if out, err := exec.Command(cc, "-O2", "-pthread", "-o", exe, src).CombinedOutput(); err != nil {

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,38 +25,49 @@ import (
 	"github.com/gouffd/uffd/pager"
 )
 
-const firecrackerUsage = `uffd firecracker --socket PATH --mem-file FILE [flags]
+// setupFirecracker defines `uffd firecracker`'s flags.
+func setupFirecracker(fs *flag.FlagSet) runFunc {
+	o := &fcOptions{}
+	o.socket = stringFlag(fs, "socket", "", "path", "the UNIX socket to listen on (Firecracker's mem_backend backend_path); not needed under systemd socket activation")
+	o.memFile = stringFlag(fs, "mem-file", "", "path", "the snapshot's memory file (mapped once, read-only)")
+	o.mode = choiceFlag(fs, "mode", "on-demand", []string{"on-demand", "prefault", "record-replay"}, "how memory is brought in: on-demand, prefault (all of it in the background, faults first) or record-replay")
+	o.trace = stringFlag(fs, "trace", "", "path", "record-replay: the trace file (default: the memory file's path + .trace)")
+	o.recordFor = durationFlag(fs, "record-for", firecracker.DefaultRecordFor, time.Nanosecond, "record-replay: how long after a restore its faults are recorded")
+	o.prefetch = prefetchFlag(fs, "prefetch", "adaptive", "what a fault resolves beyond its page: none, adaptive (64KiB to 4MiB on sequential access), or a fixed size such as 64KiB")
+	o.workers = intFlag(fs, "workers", 1, 1, 1024, "fault-serving goroutines per VM")
+	o.reader = choiceFlag(fs, "reader", "poller", []string{"poller", "thread"}, "how a VM's readers wait for faults: poller (Go's runtime poller) or thread (ppoll(2) on a locked thread)")
+	o.metrics = stringFlag(fs, "metrics", "", "addr", "serve Prometheus metrics on host:port at /metrics")
+	o.control = stringFlag(fs, "control", "", "path", "the control socket for handing the VMs over to a new instance (default: the socket's path + .ctl); none: no control socket")
+	o.takeover = fs.Bool("takeover", false, "take the listening socket and every VM over from the instance listening on --control, then serve them")
+	o.socketMode = octalFlag(fs, "socket-mode", 0o600, "the socket's permissions, in octal: only Firecracker's user should reach it")
+	o.logFormat = choiceFlag(fs, "log-format", "text", []string{"text", "json"}, "log format: text or json")
+	o.logLevel = choiceFlag(fs, "log-level", "info", []string{"debug", "info", "warn", "error"}, "log level: debug, info, warn or error")
+	o.handshakeTimeout = durationFlag(fs, "handshake-timeout", firecracker.DefaultHandshakeTimeout, time.Nanosecond, "how long a connection may take to send its message")
+	o.maxVMs = intFlag(fs, "max-vms", firecracker.DefaultMaxVMs, 1, 0, "VMs served at once, at most")
+	return o.run
+}
 
-Serve the guest memory of Firecracker microVMs restored from a snapshot
-(mem_backend {"backend_type": "Uffd", "backend_path": PATH}): every VM that
-connects to PATH is served from FILE, the snapshot's memory file.
-`
+// fcOptions are `uffd firecracker`'s flags.
+type fcOptions struct {
+	socket, memFile, mode, trace, metrics, control, reader, logFormat, logLevel *string
+	recordFor, handshakeTimeout                                                 *time.Duration
+	prefetch                                                                    *pager.Prefetch
+	workers, maxVMs                                                             *int
+	takeover                                                                    *bool
+	socketMode                                                                  *os.FileMode
+}
 
-// runFirecracker runs the Firecracker page-fault handler until ctx ends
-// (SIGTERM) or another instance takes over.
+// runFirecracker runs `uffd firecracker args...`.
 func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("firecracker")
-	socket := fs.String("socket", "", "UNIX socket to listen on (Firecracker's mem_backend backend_path); not needed under systemd socket activation")
-	memFile := fs.String("mem-file", "", "the snapshot's memory file")
-	mode := fs.String("mode", "on-demand", "how memory is brought in: on-demand, prefault (all of it in the background, faults first) or record-replay")
-	trace := fs.String("trace", "", "record-replay: the trace file (default: the memory file's name + .trace)")
-	recordFor := fs.Duration("record-for", firecracker.DefaultRecordFor, "record-replay: how long after a restore its faults are recorded")
-	prefetch := fs.String("prefetch", "adaptive", "what a fault resolves beyond its page: none, adaptive (64 KiB..4 MiB on sequential access), or a fixed size such as 64KiB")
-	workers := fs.Int("workers", 1, "fault-serving goroutines per VM")
-	reader := fs.String("reader", "poller", "how a VM's readers wait for faults: poller (Go's runtime poller) or thread (poll(2) on a locked thread)")
-	metrics := fs.String("metrics", "", "serve Prometheus metrics on ADDR (host:port) at /metrics")
-	control := fs.String("control", "", "control socket for handing the VMs over to a new instance (default: the socket's path + .ctl; \"none\" to disable)")
-	takeover := fs.Bool("takeover", false, "take the listening socket and every VM over from the instance listening on --control, then serve them")
-	socketMode := fs.String("socket-mode", "0600", "permissions of the socket (octal): only Firecracker's user should reach it")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	handshakeTimeout := fs.Duration("handshake-timeout", firecracker.DefaultHandshakeTimeout, "how long a connection may take to send its message")
-	maxVMs := fs.Int("max-vms", firecracker.DefaultMaxVMs, "VMs served at once at most")
-	if err := parse(fs, args, stderr); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("firecracker: unexpected argument %q", fs.Arg(0))}
+	return firecrackerCmd.execute(ctx, args, stdout, stderr)
+}
+
+// run runs the Firecracker page-fault handler until ctx ends (SIGTERM)
+// or another instance takes over.
+func (o *fcOptions) run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	socket, memFile, control, trace, takeover := o.socket, o.memFile, o.control, o.trace, o.takeover
+	if len(args) != 0 {
+		return usagef("unexpected argument %q", args[0])
 	}
 	activated, err := listenFDs()
 	if err != nil {
@@ -63,38 +75,25 @@ func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	switch {
 	case *memFile == "":
-		return &usageError{"firecracker: --mem-file is required"}
+		return usagef("--mem-file is required")
 	case *socket == "" && activated == nil && !*takeover:
-		return &usageError{"firecracker: --socket is required (or systemd socket activation)"}
+		return usagef("--socket is required (or systemd socket activation)")
 	}
 	var cfg firecracker.Config
-	if cfg.Mode, err = firecracker.ParseMode(*mode); err != nil {
-		return &usageError{"firecracker: --mode: " + err.Error()}
+	if cfg.Mode, err = firecracker.ParseMode(*o.mode); err != nil {
+		return usagef("--mode %s: %v", *o.mode, err)
 	}
-	if cfg.Prefetch, err = parsePrefetch(*prefetch); err != nil {
-		return &usageError{"firecracker: --prefetch: " + err.Error()}
-	}
-	switch *reader {
-	case "poller":
-		cfg.Reader = pager.ReaderPoller
-	case "thread":
+	cfg.Prefetch = *o.prefetch
+	cfg.Reader = pager.ReaderPoller
+	if *o.reader == "thread" {
 		cfg.Reader = pager.ReaderThread
-	default:
-		return &usageError{fmt.Sprintf("firecracker: --reader %q: want poller or thread", *reader)}
 	}
-	perm, err := strconv.ParseUint(*socketMode, 8, 32)
-	if err != nil || perm > 0o777 {
-		return &usageError{fmt.Sprintf("firecracker: --socket-mode %q: want octal permissions such as 0660", *socketMode)}
-	}
-	log, err := newLogger(stderr, *logFormat, *logLevel)
-	if err != nil {
-		return &usageError{"firecracker: " + err.Error()}
-	}
+	log := newLogger(stderr, *o.logFormat, *o.logLevel)
 	if *trace == "" {
 		*trace = *memFile + ".trace"
 	}
-	cfg.Trace, cfg.RecordFor, cfg.Workers, cfg.Logger = *trace, *recordFor, *workers, log
-	cfg.HandshakeTimeout, cfg.MaxVMs = *handshakeTimeout, *maxVMs
+	cfg.Trace, cfg.RecordFor, cfg.Workers, cfg.Logger = *trace, *o.recordFor, *o.workers, log
+	cfg.HandshakeTimeout, cfg.MaxVMs = *o.handshakeTimeout, *o.maxVMs
 	if *control == "" && *socket != "" {
 		*control = *socket + ".ctl"
 	}
@@ -102,7 +101,7 @@ func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer
 		*control = ""
 	}
 	if *takeover && *control == "" {
-		return &usageError{"firecracker: --takeover needs --control (or --socket)"}
+		return usagef("--takeover needs --control (or --socket)")
 	}
 
 	mf, err := pager.OpenFile(*memFile)
@@ -131,7 +130,7 @@ func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer
 		ln = activated
 		log.Info("listening on the socket systemd passed", "socket", ln.Addr().String())
 	default:
-		if ln, err = listenUnix(*socket, os.FileMode(perm)); err != nil {
+		if ln, err = listenUnix(*socket, *o.socketMode); err != nil {
 			return err
 		}
 	}
@@ -150,13 +149,13 @@ func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 
 	var srv *http.Server
-	if *metrics != "" {
+	if *o.metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(s.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-		mln, err := net.Listen("tcp", *metrics)
+		mln, err := net.Listen("tcp", *o.metrics)
 		if err != nil {
 			ln.Close()
 			if ctl != nil {
@@ -196,56 +195,102 @@ func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer
 	return err
 }
 
-// parsePrefetch parses --prefetch.
-func parsePrefetch(s string) (pager.Prefetch, error) {
+// prefetchValue is --prefetch: none, adaptive, or a fixed size.
+type prefetchValue struct {
+	p   *pager.Prefetch
+	raw string
+	err error
+}
+
+// maxPrefetch bounds a fixed prefetch: 1 GiB, the largest huge page.
+const maxPrefetch = 1 << 30
+
+func prefetchFlag(fs *flag.FlagSet, name, def, usage string) *pager.Prefetch {
+	v := &prefetchValue{p: new(pager.Prefetch)}
+	v.Set(def)
+	fs.Var(v, name, usage)
+	return v.p
+}
+
+func (v *prefetchValue) Type() string { return "string" }
+func (v *prefetchValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.raw
+}
+
+func (v *prefetchValue) Set(s string) error {
+	v.raw, v.err = s, nil
 	switch s {
 	case "none", "0":
-		return pager.Prefetch{}, nil
+		*v.p = pager.Prefetch{}
+		return nil
 	case "adaptive":
-		return pager.Adaptive(), nil
+		*v.p = pager.Adaptive()
+		return nil
 	}
+	ps := int64(os.Getpagesize())
 	n, err := parseSize(s)
-	if err != nil {
-		return pager.Prefetch{}, err
-	}
-	if n%os.Getpagesize() != 0 {
-		return pager.Prefetch{}, fmt.Errorf("%s is not a multiple of the %d-byte page", s, os.Getpagesize())
-	}
-	return pager.Fixed(n), nil
-}
-
-// parseSize parses a byte count with an optional KiB, MiB or GiB suffix.
-func parseSize(s string) (int, error) {
-	mult := 1
-	for _, u := range []struct {
-		suffix string
-		mult   int
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
-		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = rest, u.mult
-			break
+	switch {
+	case err != nil || n < ps || n > maxPrefetch || n%ps != 0:
+		v.err = fmt.Errorf("want none, adaptive, or a size from %s to %s, a multiple of %s", formatSize(ps), formatSize(maxPrefetch), formatSize(ps))
+		if err != nil {
+			v.err = fmt.Errorf("%v; %v", err, v.err)
 		}
+	default:
+		*v.p = pager.Fixed(int(n))
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 || n > (1<<40)/mult {
-		return 0, fmt.Errorf("%q is not a size (such as 65536, 64KiB or 2MiB)", s)
-	}
-	return n * mult, nil
+	return nil
 }
 
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+func (v *prefetchValue) check() error { return v.err }
+
+// octalValue is a file mode in octal.
+type octalValue struct {
+	p   *os.FileMode
+	raw string
+	err error
+}
+
+func octalFlag(fs *flag.FlagSet, name string, def os.FileMode, usage string) *os.FileMode {
+	v := &octalValue{p: new(os.FileMode), raw: fmt.Sprintf("%04o", def)}
+	*v.p = def
+	fs.Var(v, name, usage)
+	return v.p
+}
+
+func (v *octalValue) Type() string { return "perm" }
+func (v *octalValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.raw
+}
+
+func (v *octalValue) Set(s string) error {
+	v.raw = s
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o777 {
+		v.err = errors.New("want octal permissions such as 0660")
+		return nil
+	}
+	*v.p, v.err = os.FileMode(n), nil
+	return nil
+}
+
+func (v *octalValue) check() error { return v.err }
+
+// newLogger makes the daemon's logger (format and level are checked
+// choices).
+func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
+	lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // listenUnix listens on path, replacing a stale socket file (one nobody
