@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 	"github.com/gouffd/uffd/pager"
 )
@@ -25,7 +26,7 @@ func pattern(n int) []byte {
 func setup(t *testing.T, kind mem.Kind, size int, features uffd.Feature) (*uffd.UFFD, *mem.Mapping) {
 	t.Helper()
 	if kind.Huge() {
-		testutilReserve(t, size)
+		testutil.ReserveHugePagesFor(t, kind, size)
 	}
 	m, err := mem.Map(kind, size)
 	if err != nil {
