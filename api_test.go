@@ -14,6 +14,7 @@ import (
 
 	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/internal/abi"
+	"github.com/gouffd/uffd/internal/testutil"
 )
 
 // selftRawFD creates a userfaultfd without the library's handshake, through
@@ -26,7 +27,7 @@ func selftRawFD(t *testing.T, dev bool) int {
 	if dev {
 		d, derr := unix.Open(uffd.DefaultDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if errors.Is(derr, unix.ENOENT) {
-			t.Skipf("no %s (needs Linux 6.1 with CONFIG_USERFAULTFD): %v", uffd.DefaultDevice, derr)
+			testutil.Skipf(t, "no %s (needs Linux 6.1 with CONFIG_USERFAULTFD): %v", uffd.DefaultDevice, derr)
 		}
 		if derr != nil {
 			t.Fatalf("open %s: %v", uffd.DefaultDevice, derr)
@@ -37,7 +38,7 @@ func selftRawFD(t *testing.T, dev bool) int {
 		fd, err = abi.Userfaultfd(flags)
 	}
 	if errors.Is(err, unix.EPERM) {
-		t.Skipf("creating a userfaultfd needs privilege here: %v", err)
+		testutil.Skipf(t, "creating a userfaultfd needs privilege here: %v", err)
 	}
 	if err != nil {
 		t.Fatalf("create userfaultfd (dev=%v): %v", dev, err)
@@ -107,7 +108,7 @@ func TestSelftestAPIRaw(t *testing.T) {
 // know: refused as not supported, naming the handshake.
 func TestSelftestAPIUnknownFeature(t *testing.T) {
 	for _, f := range []uffd.Feature{1 << 40, 1 << 63, uffd.AllFeatures + 1} {
-		u, err := uffd.Open(&uffd.Config{Features: f})
+		u, err := uffd.Open(uffd.Config{Features: f})
 		if err == nil {
 			u.Close()
 			t.Errorf("Open with features %v succeeded", f)
@@ -237,7 +238,7 @@ func TestSelftestOpenFeatures(t *testing.T) {
 	}
 	sets = append(sets, uffd.FeatureMissingShmem|uffd.FeatureMissingHugetlbfs|uffd.FeatureWPFaults)
 	for _, want := range sets {
-		u, err := uffd.Open(&uffd.Config{Features: want})
+		u, err := uffd.Open(uffd.Config{Features: want})
 		if err != nil {
 			t.Errorf("Open(%v): %v", want, err)
 			continue

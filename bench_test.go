@@ -15,7 +15,7 @@ import (
 // BenchmarkWake measures the cost of one userfaultfd ioctl with nothing to
 // do: the library's overhead plus a system call.
 func BenchmarkWake(b *testing.B) {
-	u, err := uffd.Open(nil)
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func BenchmarkWake(b *testing.B) {
 func BenchmarkCopyNoFault(b *testing.B) {
 	for _, size := range []int{4 << 10, 64 << 10, 2 << 20} {
 		b.Run(sizeName(size), func(b *testing.B) {
-			u, err := uffd.Open(nil)
+			u, err := uffd.Open(uffd.Config{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -76,7 +76,7 @@ func BenchmarkCopyNoFault(b *testing.B) {
 func BenchmarkFault(b *testing.B) {
 	ps := mem.PageSize()
 	const chunkPages = 4096 // 16 MiB regions, remapped as they run out
-	u, err := uffd.Open(nil)
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

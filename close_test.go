@@ -17,7 +17,7 @@ import (
 func TestCloseDuringIoctls(t *testing.T) {
 	m := mapKind(t, mem.Anonymous, 4)
 	before := testutil.FdCount()
-	u, err := uffd.Open(nil)
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

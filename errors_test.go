@@ -211,7 +211,7 @@ func TestNotSupportedError(t *testing.T) {
 	}
 
 	// Open names unknown bits the same way, before creating anything.
-	u, oerr := Open(&Config{Features: FeatureSigbus | 1<<40})
+	u, oerr := Open(Config{Features: FeatureSigbus | 1<<40})
 	if oerr == nil {
 		u.Close()
 		t.Fatal("Open with an unknown feature bit succeeded")
@@ -282,7 +282,7 @@ func TestOpErrorSentinels(t *testing.T) {
 // tests, both released when the test ends.
 func openForErrors(t *testing.T, features Feature, pages int) (*UFFD, *mem.Mapping) {
 	t.Helper()
-	u, err := Open(&Config{Features: features})
+	u, err := Open(Config{Features: features})
 	if err != nil {
 		t.Fatal(err)
 	}

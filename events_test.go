@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 )
 
@@ -173,7 +174,7 @@ func forkHelperRun(res *forkResult) error {
 	debug.SetGCPercent(-1)
 	runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0)))
 
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventFork})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventFork})
 	if err != nil {
 		return err
 	}
@@ -256,12 +257,14 @@ func forkHelperRun(res *forkResult) error {
 // the new process with the parent's features, it serves the new process's
 // faults, and the parent's own registration is unaffected.
 func TestEventFork(t *testing.T) {
-	if _, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventFork}); err != nil {
-		if errors.Is(err, unix.EPERM) {
-			t.Skip("FeatureEventFork needs CAP_SYS_PTRACE")
-		}
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventFork})
+	if errors.Is(err, unix.EPERM) {
+		testutil.Skipf(t, "FeatureEventFork needs CAP_SYS_PTRACE")
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
+	u.Close()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 // Open a userfaultfd with the features you need; the kernel's other
 // features stay off.
 func ExampleOpen() {
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureExactAddress})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureExactAddress})
 	if err != nil {
 		fmt.Println(err) // the error says what to change: a sysctl, a capability, the device's mode
 		return
@@ -29,7 +29,7 @@ func ExampleOpen() {
 // Register a range of memory; the kernel answers with the ioctls that
 // resolve its faults.
 func ExampleUFFD_Register() {
-	u, err := uffd.Open(nil)
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -58,7 +58,7 @@ func ExampleUFFD_Register() {
 // with a plain single-byte load: never copy() or other runtime assembly on
 // registered memory (see "Faults of the Go process itself").
 func ExampleUFFD_Copy() {
-	u, err := uffd.Open(nil)
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -109,7 +109,7 @@ func ExampleUFFD_Copy() {
 // Read the events of a userfaultfd: here one page fault, at its exact
 // address thanks to FeatureExactAddress, served with a zero page.
 func ExampleUFFD_ReadMessages() {
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureExactAddress})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureExactAddress})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -15,54 +15,54 @@ type Feature uint64
 const (
 	// FeatureWPFaults makes write-protect faults of anonymous memory reach
 	// the handler (UFFD_FEATURE_PAGEFAULT_FLAG_WP, 5.7).
-	FeatureWPFaults Feature = abi.FeaturePagefaultFlagWP
+	FeatureWPFaults Feature = 1 << 0
 	// FeatureEventFork reports fork(2) with a new userfaultfd for the child
 	// (UFFD_FEATURE_EVENT_FORK, 4.11). Needs CAP_SYS_PTRACE.
-	FeatureEventFork Feature = abi.FeatureEventFork
+	FeatureEventFork Feature = 1 << 1
 	// FeatureEventRemap reports mremap(2) (UFFD_FEATURE_EVENT_REMAP, 4.11).
-	FeatureEventRemap Feature = abi.FeatureEventRemap
+	FeatureEventRemap Feature = 1 << 2
 	// FeatureEventRemove reports madvise(MADV_DONTNEED/MADV_REMOVE)
 	// (UFFD_FEATURE_EVENT_REMOVE, 4.11).
-	FeatureEventRemove Feature = abi.FeatureEventRemove
+	FeatureEventRemove Feature = 1 << 3
 	// FeatureMissingHugetlbfs allows MISSING registration of hugetlbfs
 	// (UFFD_FEATURE_MISSING_HUGETLBFS, 4.11).
-	FeatureMissingHugetlbfs Feature = abi.FeatureMissingHugetlbfs
+	FeatureMissingHugetlbfs Feature = 1 << 4
 	// FeatureMissingShmem allows MISSING registration of shmem
 	// (UFFD_FEATURE_MISSING_SHMEM, 4.11).
-	FeatureMissingShmem Feature = abi.FeatureMissingShmem
+	FeatureMissingShmem Feature = 1 << 5
 	// FeatureEventUnmap reports munmap(2) (UFFD_FEATURE_EVENT_UNMAP, 4.11).
-	FeatureEventUnmap Feature = abi.FeatureEventUnmap
+	FeatureEventUnmap Feature = 1 << 6
 	// FeatureSigbus delivers SIGBUS to the faulting thread instead of an
 	// event (UFFD_FEATURE_SIGBUS, 4.14).
-	FeatureSigbus Feature = abi.FeatureSigbus
+	FeatureSigbus Feature = 1 << 7
 	// FeatureThreadID reports the faulting thread's id
 	// (UFFD_FEATURE_THREAD_ID, 4.14).
-	FeatureThreadID Feature = abi.FeatureThreadID
+	FeatureThreadID Feature = 1 << 8
 	// FeatureMinorHugetlbfs allows MINOR registration of hugetlbfs
 	// (UFFD_FEATURE_MINOR_HUGETLBFS, 5.13).
-	FeatureMinorHugetlbfs Feature = abi.FeatureMinorHugetlbfs
+	FeatureMinorHugetlbfs Feature = 1 << 9
 	// FeatureMinorShmem allows MINOR registration of shmem
 	// (UFFD_FEATURE_MINOR_SHMEM, 5.14).
-	FeatureMinorShmem Feature = abi.FeatureMinorShmem
+	FeatureMinorShmem Feature = 1 << 10
 	// FeatureExactAddress reports the exact faulting address instead of the
 	// page's (UFFD_FEATURE_EXACT_ADDRESS, 5.18).
-	FeatureExactAddress Feature = abi.FeatureExactAddress
+	FeatureExactAddress Feature = 1 << 11
 	// FeatureWPHugetlbfsShmem allows write-protect registration of hugetlbfs
 	// and shmem (UFFD_FEATURE_WP_HUGETLBFS_SHMEM, 5.19).
-	FeatureWPHugetlbfsShmem Feature = abi.FeatureWPHugetlbfsShmem
+	FeatureWPHugetlbfsShmem Feature = 1 << 12
 	// FeatureWPUnpopulated write-protects pages that are not yet populated
 	// in anonymous memory (UFFD_FEATURE_WP_UNPOPULATED, 6.4).
-	FeatureWPUnpopulated Feature = abi.FeatureWPUnpopulated
+	FeatureWPUnpopulated Feature = 1 << 13
 	// FeaturePoison offers UFFDIO_POISON (UFFD_FEATURE_POISON, 6.6).
-	FeaturePoison Feature = abi.FeaturePoison
+	FeaturePoison Feature = 1 << 14
 	// FeatureWPAsync makes the kernel resolve write-protect faults itself,
 	// for dirty tracking with PAGEMAP_SCAN (UFFD_FEATURE_WP_ASYNC, 6.7).
-	FeatureWPAsync Feature = abi.FeatureWPAsync
+	FeatureWPAsync Feature = 1 << 15
 	// FeatureMove offers UFFDIO_MOVE (UFFD_FEATURE_MOVE, 6.8).
-	FeatureMove Feature = abi.FeatureMove
+	FeatureMove Feature = 1 << 16
 
 	// AllFeatures is every feature this package knows.
-	AllFeatures Feature = abi.FeatureAll
+	AllFeatures Feature = 1<<17 - 1
 )
 
 type bitInfo struct {
@@ -131,16 +131,16 @@ type Ioctl uint64
 
 // The userfaultfd ioctls.
 const (
-	IoctlRegister     Ioctl = 1 << abi.NrRegister
-	IoctlUnregister   Ioctl = 1 << abi.NrUnregister
-	IoctlWake         Ioctl = 1 << abi.NrWake
-	IoctlCopy         Ioctl = 1 << abi.NrCopy
-	IoctlZeroPage     Ioctl = 1 << abi.NrZeropage
-	IoctlMove         Ioctl = 1 << abi.NrMove
-	IoctlWriteProtect Ioctl = 1 << abi.NrWriteprotect
-	IoctlContinue     Ioctl = 1 << abi.NrContinue
-	IoctlPoison       Ioctl = 1 << abi.NrPoison
-	IoctlAPI          Ioctl = 1 << abi.NrAPI
+	IoctlRegister     Ioctl = 1 << 0  // UFFDIO_REGISTER
+	IoctlUnregister   Ioctl = 1 << 1  // UFFDIO_UNREGISTER
+	IoctlWake         Ioctl = 1 << 2  // UFFDIO_WAKE
+	IoctlCopy         Ioctl = 1 << 3  // UFFDIO_COPY
+	IoctlZeroPage     Ioctl = 1 << 4  // UFFDIO_ZEROPAGE
+	IoctlMove         Ioctl = 1 << 5  // UFFDIO_MOVE
+	IoctlWriteProtect Ioctl = 1 << 6  // UFFDIO_WRITEPROTECT
+	IoctlContinue     Ioctl = 1 << 7  // UFFDIO_CONTINUE
+	IoctlPoison       Ioctl = 1 << 8  // UFFDIO_POISON
+	IoctlAPI          Ioctl = 1 << 63 // UFFDIO_API
 )
 
 var ioctlInfo = [abi.NrAPI + 1]bitInfo{
@@ -196,12 +196,12 @@ type Mode uint64
 // usual way to serve and then track a range.
 const (
 	// ModeMissing reports faults on pages that are not populated.
-	ModeMissing Mode = abi.RegisterModeMissing
+	ModeMissing Mode = 1 << 0
 	// ModeWriteProtect reports writes to write-protected pages.
-	ModeWriteProtect Mode = abi.RegisterModeWP
+	ModeWriteProtect Mode = 1 << 1
 	// ModeMinor reports faults on pages present in the page cache but not
 	// mapped (shmem and hugetlbfs), resolved with Continue.
-	ModeMinor Mode = abi.RegisterModeMinor
+	ModeMinor Mode = 1 << 2
 )
 
 var modeInfo = []bitInfo{

@@ -55,7 +55,7 @@ func TestFromFDInitialized(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := serve(t, u, copyPattern(u, m))
-	if got := loadByte(m.Data, 1); got == 0 {
+	if got := kernelLoad(t, "read a page registered with the adopted descriptor", m.Data, 1); got == 0 {
 		t.Errorf("byte 1 = %d after the fault was served", got)
 	}
 	if err := s.stop(); err != nil {

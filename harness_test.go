@@ -142,12 +142,12 @@ func mapKind(t *testing.T, kind mem.Kind, pages int) *mem.Mapping {
 	t.Helper()
 	size := pages * mem.PageSize()
 	if kind.Huge() {
-		testutil.ReserveHugePages(t, 2*pages) // the alias and private copies
 		hps, err := mem.HugePageSize()
 		if err != nil {
-			t.Fatal(err)
+			testutil.Skipf(t, "no hugetlbfs: %v", err)
 		}
 		size = pages * hps
+		testutil.ReserveHugePagesFor(t, kind, size)
 	}
 	m, err := mem.Map(kind, size)
 	if err != nil {
@@ -161,7 +161,7 @@ func mapKind(t *testing.T, kind mem.Kind, pages int) *mem.Mapping {
 // test ends.
 func openUFFD(t *testing.T, features uffd.Feature) *uffd.UFFD {
 	t.Helper()
-	u, err := uffd.Open(&uffd.Config{Features: features})
+	u, err := uffd.Open(uffd.Config{Features: features})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +203,36 @@ func inGoroutine(t *testing.T, what string, fn func()) {
 	}
 }
 
+// Tests touch registered memory from inside system calls (testutil's
+// KernelLoad, KernelStore, KernelCopyOut): a goroutine of this process
+// that faults in Go code, served by another goroutine, can hang the
+// process in a garbage collection. Only the tests of user-mode behaviour
+// (SIGBUS, UserModeOnly, preemption of a fault) fault from Go code.
+
+// kernelLoad returns p[i], read inside write(2) in a new goroutine; it
+// fails the test if the read never returns or fails.
+func kernelLoad(t *testing.T, what string, p []byte, i int) byte {
+	t.Helper()
+	var b byte
+	var err error
+	inGoroutine(t, what, func() { b, err = testutil.KernelLoad(p, i) })
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return b
+}
+
+// kernelStore stores v in p[i] inside read(2) in a new goroutine; it fails
+// the test if the store never returns or fails.
+func kernelStore(t *testing.T, what string, p []byte, i int, v byte) {
+	t.Helper()
+	var err error
+	inGoroutine(t, what, func() { err = testutil.KernelStore(p, i, v) })
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
 // raisesSigbus runs fn, a plain load or store of registered memory, and
 // reports whether it raised SIGBUS (recovered as a fault panic) instead of
 // returning.
@@ -238,13 +268,6 @@ func sigbusWrite(t *testing.T, p []byte, i int, v byte) bool {
 	inGoroutine(t, "write a registered byte", func() { sig = raisesSigbus(func() { p[i] = v }) })
 	return sig
 }
-
-// loadByte reads p[i] with a plain load. Faulting goroutines must not hand
-// registered memory to a channel send or copy: the runtime's memmove would
-// fault where a garbage collection's stop-the-world cannot preempt it.
-//
-//go:noinline
-func loadByte(p []byte, i int) byte { return p[i] }
 
 // pollReadable waits up to timeout (0: not at all) for a message to be
 // pending on u, without reading it, and reports whether one is.

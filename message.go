@@ -10,7 +10,7 @@ import (
 )
 
 // MessageSize is the size of one kernel message (struct uffd_msg).
-const MessageSize = abi.MsgSize
+const MessageSize = 32
 
 // Event is the kind of a message read from a userfaultfd.
 type Event uint8
@@ -18,11 +18,11 @@ type Event uint8
 // The events. Only EventPagefault is always on; the others need the
 // matching Feature.
 const (
-	EventPagefault Event = abi.EventPagefault // a thread faulted on a registered page
-	EventFork      Event = abi.EventFork      // the process forked (FeatureEventFork)
-	EventRemap     Event = abi.EventRemap     // mremap(2) moved a range (FeatureEventRemap)
-	EventRemove    Event = abi.EventRemove    // madvise(MADV_DONTNEED/REMOVE) dropped a range (FeatureEventRemove)
-	EventUnmap     Event = abi.EventUnmap     // munmap(2) unmapped a range (FeatureEventUnmap)
+	EventPagefault Event = 0x12 // a thread faulted on a registered page
+	EventFork      Event = 0x13 // the process forked (FeatureEventFork)
+	EventRemap     Event = 0x14 // mremap(2) moved a range (FeatureEventRemap)
+	EventRemove    Event = 0x15 // madvise(MADV_DONTNEED/REMOVE) dropped a range (FeatureEventRemove)
+	EventUnmap     Event = 0x16 // munmap(2) unmapped a range (FeatureEventUnmap)
 )
 
 func (e Event) String() string {
@@ -46,9 +46,9 @@ type FaultFlags uint64
 
 // Page-fault flags (UFFD_PAGEFAULT_FLAG_*).
 const (
-	FaultWrite        FaultFlags = abi.PagefaultFlagWrite // the access was a write
-	FaultWriteProtect FaultFlags = abi.PagefaultFlagWP    // a write to a write-protected page
-	FaultMinor        FaultFlags = abi.PagefaultFlagMinor // a minor fault (page in the page cache)
+	FaultWrite        FaultFlags = 1 << 0 // the access was a write
+	FaultWriteProtect FaultFlags = 1 << 1 // a write to a write-protected page
+	FaultMinor        FaultFlags = 1 << 2 // a minor fault (page in the page cache)
 )
 
 var faultFlagNames = []string{"Write", "WriteProtect", "Minor"}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 )
 
@@ -37,7 +38,7 @@ func skipUnlessKernelHas(t *testing.T, want uffd.Feature) {
 		t.Fatal(err)
 	}
 	if missing := want &^ sup.Features; missing != 0 {
-		t.Skipf("kernel lacks userfaultfd features %v", missing)
+		testutil.Skipf(t, "kernel lacks userfaultfd features %v", missing)
 	}
 }
 
@@ -146,20 +147,18 @@ func testMinor(t *testing.T, kind mem.Kind, wp bool) {
 	// Read every page back through the registered mapping: the first touch
 	// of each page is a minor fault, and the reader must see the contents
 	// as the handler changed them.
-	var readErr error
-	inGoroutine(t, "reading the registered mapping", func() {
-		for n := 0; n < pages && readErr == nil; n++ {
-			p := m.Page(n)
-			for i := 0; i < ps; i += 512 {
-				if got, want := p[i], ^(byte(n+1) ^ byte(i>>3)); got != want {
-					readErr = fmt.Errorf("page %d byte %d: got %#x, want %#x (the flipped pattern)", n, i, got, want)
-					break
-				}
+	for n := 0; n < pages; n++ {
+		var p []byte
+		var err error
+		inGoroutine(t, "reading the registered mapping", func() { p, err = testutil.KernelCopyOut(m.Page(n)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < ps; i += 512 {
+			if got, want := p[i], ^(byte(n+1) ^ byte(i>>3)); got != want {
+				t.Fatalf("page %d byte %d: got %#x, want %#x (the flipped pattern)", n, i, got, want)
 			}
 		}
-	})
-	if readErr != nil {
-		t.Fatal(readErr)
 	}
 	h.mu.Lock()
 	minors, wps := len(h.minors), len(h.wps)
@@ -177,11 +176,9 @@ func testMinor(t *testing.T, kind mem.Kind, wp bool) {
 	// faults once more (a write-protect fault, resolved by unprotecting);
 	// without, the pages are mapped writable and nothing faults.
 	before := len(s.messages())
-	inGoroutine(t, "writing the registered mapping", func() {
-		for n := 0; n < pages; n++ {
-			m.Page(n)[8] = 0xA5
-		}
-	})
+	for n := 0; n < pages; n++ {
+		kernelStore(t, "writing the registered mapping", m.Page(n), 8, 0xA5)
+	}
 	for n := 0; n < pages; n++ {
 		if got := m.Alias[n*ps+8]; got != 0xA5 {
 			t.Errorf("page %d: alias reads %#x after the write, want 0xa5", n, got)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 )
 
@@ -197,7 +198,7 @@ func TestSelftestMovePMD(t *testing.T) {
 	for _, r := range [][]byte{srcR, dstR} {
 		if err := unix.Madvise(r, unix.MADV_HUGEPAGE); err != nil {
 			if errors.Is(err, unix.EINVAL) {
-				t.Skipf("madvise(MADV_HUGEPAGE): %v (kernel without CONFIG_TRANSPARENT_HUGEPAGE)", err)
+				testutil.Skipf(t, "madvise(MADV_HUGEPAGE): %v (kernel without CONFIG_TRANSPARENT_HUGEPAGE)", err)
 			}
 			t.Fatal(err)
 		}
@@ -215,13 +216,17 @@ func TestSelftestMovePMD(t *testing.T) {
 		d := dstR[c*chunk : (c+1)*chunk]
 		s := srcR[c*chunk : (c+1)*chunk]
 		bad, badPage := -1, -1
-		inGoroutine(t, fmt.Sprintf("read destination chunk %d", c), func() {
-			for i := 0; i < per && bad == -1; i++ {
-				if b := selftMismatch(d[i*base:(i+1)*base], c*per+i); b != -1 {
-					bad, badPage = b, c*per+i
-				}
+		var got []byte
+		var err error
+		inGoroutine(t, fmt.Sprintf("read destination chunk %d", c), func() { got, err = testutil.KernelCopyOut(d) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < per && bad == -1; i++ {
+			if b := selftMismatch(got[i*base:(i+1)*base], c*per+i); b != -1 {
+				bad, badPage = b, c*per+i
 			}
-		})
+		}
 		if bad != -1 {
 			t.Fatalf("destination page %d byte %d is not the pattern", badPage, bad)
 		}

@@ -13,16 +13,14 @@ import (
 )
 
 // Open creates a userfaultfd and performs the UFFDIO_API handshake,
-// enabling exactly cfg.Features. A nil cfg means the zero Config.
+// enabling exactly cfg.Features. The zero Config asks for no optional
+// feature, on the first creation path that works.
 //
 // The descriptor is always non-blocking and handed to the Go runtime's
 // poller. When neither creation path works, the error says why and what to
 // change (the vm.unprivileged_userfaultfd sysctl, CAP_SYS_PTRACE, the
 // device's permissions).
-func Open(cfg *Config) (*UFFD, error) {
-	if cfg == nil {
-		cfg = &Config{}
-	}
+func Open(cfg Config) (*UFFD, error) {
 	if unknown := cfg.Features &^ AllFeatures; unknown != 0 {
 		return nil, &OpError{Op: "UFFDIO_API", Err: missingFeatures(unknown)}
 	}
@@ -35,7 +33,7 @@ func Open(cfg *Config) (*UFFD, error) {
 			return nil, &OpError{Op: "UFFDIO_API", Err: missingFeatures(missing)}
 		}
 	}
-	fd, userModeOnly, path, err := create(cfg)
+	fd, userModeOnly, path, err := create(&cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,7 @@ import "runtime"
 var errNotLinux = &NotSupportedError{What: "userfaultfd", OS: runtime.GOOS}
 
 // Open fails outside Linux with an error matching ErrNotSupported.
-func Open(cfg *Config) (*UFFD, error) { return nil, errNotLinux }
+func Open(cfg Config) (*UFFD, error) { return nil, errNotLinux }
 
 func probe(cfg *Config) (Support, error) { return Support{}, errNotLinux }
 

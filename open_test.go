@@ -44,7 +44,7 @@ type openResult struct {
 // openHelper tries the ways of opening a userfaultfd and prints the
 // outcomes as JSON.
 func openHelper() int {
-	cases := map[string]*uffd.Config{
+	cases := map[string]uffd.Config{
 		"auto":            {},
 		"syscall":         {Path: uffd.PathSyscall},
 		"device":          {Path: uffd.PathDevice},
@@ -102,8 +102,7 @@ func serveOneFault(t *testing.T, u *uffd.UFFD) {
 		t.Fatal(err)
 	}
 	s := serve(t, u, copyPattern(u, m))
-	var got byte
-	inGoroutine(t, "faulting read", func() { got = m.Page(0)[64] })
+	got := kernelLoad(t, "faulting read", m.Page(0), 64)
 	if want := byte(1) ^ byte(64>>3); got != want {
 		t.Fatalf("read %#x, want %#x", got, want)
 	}
@@ -122,7 +121,7 @@ func TestOpenPaths(t *testing.T) {
 		{uffd.PathAuto, uffd.PathSyscall}, // root may use the system call
 	} {
 		t.Run(tc.path.String(), func(t *testing.T) {
-			u, err := uffd.Open(&uffd.Config{Path: tc.path, Features: uffd.FeatureThreadID})
+			u, err := uffd.Open(uffd.Config{Path: tc.path, Features: uffd.FeatureThreadID})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -171,7 +170,7 @@ func TestOpenKeepOnExec(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, path := range []uffd.Path{uffd.PathSyscall, uffd.PathDevice} {
 		for _, keep := range []bool{false, true} {
-			u, err := uffd.Open(&uffd.Config{Path: path, KeepOnExec: keep})
+			u, err := uffd.Open(uffd.Config{Path: path, KeepOnExec: keep})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -202,7 +201,7 @@ func TestOpenUserModeOnly(t *testing.T) {
 	testutil.RequireRoot(t) // the kernel-mode half needs privilege
 
 	t.Run("user-mode-only", func(t *testing.T) {
-		u, err := uffd.Open(&uffd.Config{UserModeOnly: true})
+		u, err := uffd.Open(uffd.Config{UserModeOnly: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,19 +289,10 @@ func TestOpenUserModeOnly(t *testing.T) {
 
 func TestOpenUnprivileged(t *testing.T) {
 	testutil.RequireRoot(t) // to become nobody and to set the sysctl
-	const sysctl = "/proc/sys/vm/unprivileged_userfaultfd"
-	old, err := os.ReadFile(sysctl)
-	if err != nil {
-		t.Skipf("no %s: %v", sysctl, err)
-	}
-	if strings.TrimSpace(string(old)) != "0" {
-		if err := os.WriteFile(sysctl, []byte("0"), 0); err != nil {
-			t.Skipf("cannot set vm.unprivileged_userfaultfd to 0: %v", err)
-		}
-		t.Cleanup(func() { os.WriteFile(sysctl, old, 0) })
-	}
+	// Restored when the test ends, pass or fail.
+	testutil.WriteSysctl(t, "/proc/sys/vm/unprivileged_userfaultfd", "0")
 	if st, err := os.Stat(uffd.DefaultDevice); err == nil && st.Mode().Perm()&0o006 != 0 {
-		t.Skipf("%s is accessible to everyone (%v)", uffd.DefaultDevice, st.Mode())
+		testutil.Skipf(t, "%s is accessible to everyone (%v)", uffd.DefaultDevice, st.Mode())
 	}
 
 	// The test binary lives in a directory only root may enter: run a copy.

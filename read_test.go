@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 )
 
@@ -45,7 +46,7 @@ func letBlock() { time.Sleep(20 * time.Millisecond) }
 
 func TestReadCloseUnblocks(t *testing.T) {
 	for _, ctx := range []context.Context{context.Background(), t.Context()} {
-		u, err := uffd.Open(nil)
+		u, err := uffd.Open(uffd.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +95,10 @@ func TestReadContextCancel(t *testing.T) {
 	// Now a fault: both a cancellable and a background read see it.
 	for n, ctx := range []context.Context{t.Context(), context.Background()} {
 		faulted := make(chan byte, 1)
-		go func() { faulted <- loadByte(m.Page(n), 0) }()
+		go func() {
+			b, _ := testutil.KernelLoad(m.Page(n), 0) // 0 on an error, which the check below reports
+			faulted <- b
+		}()
 		got, err := u.ReadMessages(ctx, msgs)
 		if err != nil {
 			t.Fatalf("ReadMessages after a cancelled read: %v", err)
@@ -119,7 +123,7 @@ func TestReadContextCancel(t *testing.T) {
 }
 
 func TestCloseIdempotent(t *testing.T) {
-	u, err := uffd.Open(nil)
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +136,7 @@ func TestCloseIdempotent(t *testing.T) {
 
 func TestOpsAfterClose(t *testing.T) {
 	m := mapKind(t, mem.Shmem, 2)
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureMissingShmem | uffd.FeatureMinorShmem})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureMissingShmem | uffd.FeatureMinorShmem})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +185,7 @@ func TestReadManyMessages(t *testing.T) {
 	const pages = 8
 	// Each faulting goroutine keeps a P while its thread sleeps in the
 	// kernel; give the reader room.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(pages + 2))
+	testutil.SetGOMAXPROCS(t, max(runtime.GOMAXPROCS(0), pages+2))
 	u := openUFFD(t, 0)
 	m := mapKind(t, mem.Anonymous, pages)
 	if _, err := u.Register(m.Addr(), m.Len(), uffd.ModeMissing); err != nil {
@@ -194,7 +198,8 @@ func TestReadManyMessages(t *testing.T) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			tids <- unix.Gettid()
-			results <- loadByte(m.Page(n), 0)
+			b, _ := testutil.KernelLoad(m.Page(n), 0)
+			results <- b
 		}()
 	}
 	var threads []int
@@ -272,14 +277,15 @@ func TestReadThreadID(t *testing.T) {
 			s := serve(t, u, copyPattern(u, m))
 			var tid int
 			var got byte
+			var err error
 			inGoroutine(t, "faulting read", func() {
 				runtime.LockOSThread()
 				defer runtime.UnlockOSThread()
 				tid = unix.Gettid()
-				got = m.Page(0)[0]
+				got, err = testutil.KernelLoad(m.Page(0), 0)
 			})
-			if got != 1 {
-				t.Fatalf("read %#x, want 0x1", got)
+			if err != nil || got != 1 {
+				t.Fatalf("read %#x, %v; want 0x1", got, err)
 			}
 			msgs := s.messages()
 			if len(msgs) == 0 {
@@ -312,8 +318,7 @@ func TestReadExactAddress(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := serve(t, u, copyPattern(u, m))
-			var got byte
-			inGoroutine(t, "faulting read", func() { got = m.Page(0)[off] })
+			got := kernelLoad(t, "faulting read", m.Page(0), off)
 			if want := byte(1) ^ byte(off>>3); got != want {
 				t.Fatalf("read %#x, want %#x", got, want)
 			}
@@ -341,8 +346,8 @@ func TestReadWriteFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := serve(t, u, copyPattern(u, m))
-	inGoroutine(t, "faulting read", func() { readSink = m.Page(0)[0] })
-	inGoroutine(t, "faulting write", func() { m.Page(1)[0] = 7 })
+	kernelLoad(t, "faulting read", m.Page(0), 0)
+	kernelStore(t, "faulting write", m.Page(1), 0, 7)
 	if m.Page(1)[0] != 7 {
 		t.Fatal("write lost")
 	}
@@ -370,6 +375,3 @@ func TestReadWriteFlag(t *testing.T) {
 		t.Errorf("%d read and %d write fault messages, want both", reads, writes)
 	}
 }
-
-// readSink keeps loads from being optimized away.
-var readSink byte

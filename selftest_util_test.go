@@ -1,8 +1,8 @@
 package uffd_test
 
 // Helpers of the ports of the kernel's uffd-unit-tests.c (the Selftest
-// tests). Every access to registered memory is a single-byte Go load or
-// store, so that a goroutine blocked in a fault never sits in runtime code.
+// tests). Registered memory is touched inside system calls (see
+// kernelLoad), except by the tests of user-mode behaviour.
 
 import (
 	"encoding/binary"
@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
 )
 
 // selftNonZero returns the index of the first non-zero byte of p, or -1.
@@ -47,20 +48,22 @@ func selftPattern(size, pages, first int) []byte {
 	return b
 }
 
-// selftReadPage reads p byte by byte in a goroutine (it may fault) and
-// returns the index of the first byte that is not page n's pattern, or of
-// the first non-zero byte when n < 0; -1 when all match.
+// selftReadPage reads p inside a system call in a goroutine (it may
+// fault; see kernelLoad) and returns the index of the first byte that is
+// not page n's pattern, or of the first non-zero byte when n < 0; -1 when
+// all match.
 func selftReadPage(t *testing.T, what string, p []byte, n int) int {
 	t.Helper()
-	bad := -2
-	inGoroutine(t, what, func() {
-		if n < 0 {
-			bad = selftNonZero(p)
-		} else {
-			bad = selftMismatch(p, n)
-		}
-	})
-	return bad
+	var got []byte
+	var err error
+	inGoroutine(t, what, func() { got, err = testutil.KernelCopyOut(p) })
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if n < 0 {
+		return selftNonZero(got)
+	}
+	return selftMismatch(got, n)
 }
 
 // selftExpectErr checks that err is the *OpError of op matching target,

@@ -91,7 +91,7 @@ func TestSelftestWPUnpopulated(t *testing.T) {
 		t.Errorf("marker survived MADV_DONTNEED")
 	}
 	p0 := m.Page(0)
-	inGoroutine(t, "write page 0 after the marker was zapped", func() { p0[0] = 1 })
+	kernelStore(t, "write page 0 after the marker was zapped", p0, 0, 1)
 	if wpBit(0) {
 		t.Errorf("uffd-wp bit after faulting in an unprotected page")
 	}
@@ -102,7 +102,7 @@ func TestSelftestWPUnpopulated(t *testing.T) {
 	// A write to a protected unpopulated page raises a WP fault, which
 	// unprotecting resolves.
 	wp(0, true)
-	inGoroutine(t, "write protected unpopulated page 0", func() { p0[10] = 42 })
+	kernelStore(t, "write protected unpopulated page 0", p0, 10, 42)
 	if p0[10] != 42 || p0[11] != 0 {
 		t.Errorf("page 0 bytes 10, 11 = %d, %d after the write, want 42, 0", p0[10], p0[11])
 	}
@@ -123,7 +123,7 @@ func TestSelftestWPUnpopulated(t *testing.T) {
 	if !wpBit(1) {
 		t.Errorf("page 1 lost its protection when read")
 	}
-	inGoroutine(t, "write protected zero page 1", func() { p1[5] = 9 })
+	kernelStore(t, "write protected zero page 1", p1, 5, 9)
 	if p1[5] != 9 {
 		t.Errorf("page 1 byte 5 = %d after writing 9", p1[5])
 	}
@@ -138,7 +138,7 @@ func TestSelftestWPUnpopulated(t *testing.T) {
 		}
 	}
 	p3 := m.Page(3)
-	inGoroutine(t, "write protected unpopulated page 3", func() { p3[0] = 3 })
+	kernelStore(t, "write protected unpopulated page 3", p3, 0, 3)
 
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
@@ -172,7 +172,7 @@ func TestSelftestWPPopulated(t *testing.T) {
 		// Populate both pages (WP-only registration: no missing faults).
 		for i := 0; i < 2; i++ {
 			p := m.Page(i)
-			inGoroutine(t, fmt.Sprintf("populate page %d", i), func() { p[0] = byte(i + 1) })
+			kernelStore(t, fmt.Sprintf("populate page %d", i), p, 0, byte(i+1))
 		}
 		if err := u.WriteProtect(m.PageAddr(0), ps, true, 0); err != nil {
 			t.Fatal(err)
@@ -182,16 +182,15 @@ func TestSelftestWPPopulated(t *testing.T) {
 		}
 		s := serve(t, u, selftUnprotect(u, m.PageSize))
 		p0, p1 := m.Page(0), m.Page(1)
-		var r0 byte
-		inGoroutine(t, "read protected page 0", func() { r0 = p0[0] })
+		r0 := kernelLoad(t, "read protected page 0", p0, 0)
 		if r0 != 1 {
 			t.Errorf("page 0 byte 0 = %d, want 1", r0)
 		}
 		if n := len(s.messages()); n != 0 {
 			t.Errorf("a read of a protected page raised %d messages", n)
 		}
-		inGoroutine(t, "write unprotected page 1", func() { p1[1] = 11 })
-		inGoroutine(t, "write protected page 0", func() { p0[1] = 10 })
+		kernelStore(t, "write unprotected page 1", p1, 1, 11)
+		kernelStore(t, "write protected page 0", p0, 1, 10)
 		if p0[1] != 10 || p1[1] != 11 {
 			t.Errorf("after the writes: page 0 byte 1 = %d, page 1 byte 1 = %d; want 10, 11", p0[1], p1[1])
 		}
@@ -231,11 +230,11 @@ func TestSelftestCopyWP(t *testing.T) {
 			t.Errorf("page 0 byte %d is not the pattern", bad)
 		}
 		p0, p1 := m.Page(0), m.Page(1)
-		inGoroutine(t, "write page copied writable", func() { p1[0] = 0xEE })
+		kernelStore(t, "write page copied writable", p1, 0, 0xEE)
 		if n := len(s.messages()); n != 0 {
 			t.Errorf("reads and a write to a writable page raised %d messages: %v", n, s.messages())
 		}
-		inGoroutine(t, "write page copied write-protected", func() { p0[0] = 0xDD })
+		kernelStore(t, "write page copied write-protected", p0, 0, 0xDD)
 		if p0[0] != 0xDD || p1[0] != 0xEE {
 			t.Errorf("after the writes: %#x, %#x; want 0xdd, 0xee", p0[0], p1[0])
 		}

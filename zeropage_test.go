@@ -87,7 +87,7 @@ func TestSelftestZeropage(t *testing.T) {
 		if bad := selftReadPage(t, "read-fault page 1", p, -1); bad != -1 {
 			t.Errorf("page 1 byte %d is not zero after a zero-page fault", bad)
 		}
-		inGoroutine(t, "write page 1", func() { p[100] = 7 })
+		kernelStore(t, "write page 1", p, 100, 7)
 		if got := p[100]; got != 7 {
 			t.Errorf("page 1 byte 100 = %d after writing 7", got)
 		}

@@ -67,10 +67,13 @@ type Registration struct {
 
 // HugePagePool is one huge page size and its pool.
 type HugePagePool struct {
-	Size    int  `json:"size"` // bytes
-	Total   int  `json:"total"`
-	Free    int  `json:"free"`
-	Default bool `json:"default"` // the size hugetlbfs memfds use
+	Size  int `json:"size"` // bytes
+	Total int `json:"total"`
+	Free  int `json:"free"`
+	// Reserved counts free pages that mappings made earlier have
+	// reserved: a new mapping can have Free - Reserved.
+	Reserved int  `json:"reserved"`
+	Default  bool `json:"default"` // the size hugetlbfs memfds use
 }
 
 // Sysctl is the value of an integer sysctl.
@@ -183,7 +186,7 @@ func registrations(sup uffd.Support, cfg uffd.Config) ([]Registration, error) {
 	want := uffd.FeatureMissingShmem | uffd.FeatureMissingHugetlbfs |
 		uffd.FeatureMinorShmem | uffd.FeatureMinorHugetlbfs | uffd.FeatureWPHugetlbfsShmem
 	cfg.Features = want & sup.Features
-	u, err := uffd.Open(&cfg)
+	u, err := uffd.Open(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -207,8 +210,9 @@ func register(u *uffd.UFFD, kind mem.Kind, mode uffd.Mode) Registration {
 			reg.Skipped = "no hugetlbfs: " + err.Error()
 			return reg
 		}
-		if _, free, err := hugePages(); err != nil || free == 0 {
-			reg.Skipped = fmt.Sprintf("no free %s huge pages (raise /proc/sys/vm/nr_hugepages)", sizeString(hps))
+		need, _ := mem.HugePagesFor(kind, hps)
+		if _, avail, err := hugePages(); err != nil || avail < need {
+			reg.Skipped = fmt.Sprintf("needs %d free and unreserved %s huge pages, %d are (raise /proc/sys/vm/nr_hugepages)", need, sizeString(hps), avail)
 			return reg
 		}
 		size = hps
@@ -268,6 +272,7 @@ func hugePagePools() []HugePagePool {
 		p := HugePagePool{Size: size, Default: size == def}
 		p.Total, _ = readInt(filepath.Join(dir, "nr_hugepages"))
 		p.Free, _ = readInt(filepath.Join(dir, "free_hugepages"))
+		p.Reserved, _ = readInt(filepath.Join(dir, "resv_hugepages"))
 		pools = append(pools, p)
 	}
 	return pools

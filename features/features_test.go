@@ -40,12 +40,15 @@ func collect(t *testing.T) Report {
 	t.Helper()
 	r, err := Collect()
 	if err != nil {
-		t.Skipf("no userfaultfd for this process: %v", err)
+		testutil.Skipf(t, "no userfaultfd for this process: %v", err)
 	}
 	return r
 }
 
 func TestCollect(t *testing.T) {
+	// The hugetlb rows map one huge page at a time: a private one with
+	// its alias takes two.
+	testutil.ReserveHugePages(t, 2)
 	r := collect(t)
 	if r.Kernel.Release == "" || r.PageSize != os.Getpagesize() || r.API != 0xAA {
 		t.Errorf("kernel %q, page size %d, API %#x", r.Kernel.Release, r.PageSize, r.API)
@@ -89,7 +92,7 @@ func TestCollect(t *testing.T) {
 		reg := byKey[kind+"/Missing"]
 		switch {
 		case reg.Skipped != "":
-			t.Logf("%s: %s", kind, reg.Skipped)
+			t.Errorf("%s/Missing skipped with huge pages reserved: %s", kind, reg.Skipped)
 		case !reg.OK:
 			t.Errorf("%s/Missing: %s", kind, reg.Error)
 		case slices.Contains(reg.Ioctls, "ZeroPage"):
@@ -101,7 +104,7 @@ func TestCollect(t *testing.T) {
 // With no free huge pages, the hugetlb rows say so instead of failing.
 func TestCollectNoHugePages(t *testing.T) {
 	if _, err := mem.HugePageSize(); err != nil {
-		t.Skipf("no hugetlbfs: %v", err)
+		testutil.Skipf(t, "no hugetlbfs: %v", err)
 	}
 	hugePages = func() (int, int, error) { return 4, 0, nil }
 	defer func() { hugePages = mem.HugePages }()
@@ -115,7 +118,7 @@ func TestCollectNoHugePages(t *testing.T) {
 	if err := r.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`(?m)^hugetlb +Missing +skipped +no free .* huge pages`).MatchString(text.String()) {
+	if !regexp.MustCompile(`(?m)^hugetlb +Missing +skipped +needs 1 free and unreserved .* huge pages, 0 are`).MatchString(text.String()) {
 		t.Errorf("text report does not say hugetlb was skipped:\n%s", text.String())
 	}
 }
@@ -184,5 +187,33 @@ func TestSizeString(t *testing.T) {
 		if got := sizeString(n); got != want {
 			t.Errorf("sizeString(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// TestHugePoolReserved: the report counts the pool's reserved pages, which
+// a mapping takes when it is made, before any page is touched.
+func TestHugePoolReserved(t *testing.T) {
+	hps, err := mem.HugePageSize()
+	if err != nil {
+		testutil.Skipf(t, "no hugetlbfs: %v", err)
+	}
+	testutil.ReserveHugePagesFor(t, mem.Hugetlb, 2*hps)
+	pool := func() HugePagePool {
+		for _, p := range hugePagePools() {
+			if p.Default {
+				return p
+			}
+		}
+		t.Fatal("no default huge page pool in the report")
+		return HugePagePool{}
+	}
+	before := pool()
+	m, err := mem.Map(mem.Hugetlb, 2*hps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if after := pool(); after.Reserved-before.Reserved != 2 || after.Free != before.Free {
+		t.Errorf("mapping 2 huge pages: reserved %d -> %d, free %d -> %d; want 2 more reserved, as many free", before.Reserved, after.Reserved, before.Free, after.Free)
 	}
 }

@@ -35,7 +35,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		if hp.Default {
 			def = " (default)"
 		}
-		p("%s\t%s: %d total, %d free%s\n", label, sizeString(hp.Size), hp.Total, hp.Free, def)
+		p("%s\t%s: %d total, %d free, %d of them reserved%s\n", label, sizeString(hp.Size), hp.Total, hp.Free, hp.Reserved, def)
 	}
 	if v := r.UnprivilegedUserfaultfd.Value; v != nil {
 		p("vm.unprivileged_userfaultfd\t%d\n", *v)

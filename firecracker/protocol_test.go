@@ -179,7 +179,7 @@ func TestReadHandshakeLarge(t *testing.T) {
 	for i := range 600 {
 		ms = append(ms, firecracker.Mapping{BaseHostVirtAddr: uint64(0x7f0000000000 + i*0x100000), Size: 0x100000, Offset: uint64(i * 0x100000), PageSize: 4096, PageSizeKiB: 4096})
 	}
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
 		t.Fatal(err)
 	}

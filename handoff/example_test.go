@@ -34,7 +34,7 @@ func ExampleSend() {
 	defer monitor.Close()
 
 	// The process: open, register its memory (not shown), send.
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove | uffd.FeatureEventUnmap})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventRemove | uffd.FeatureEventUnmap})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -9,6 +9,7 @@
 // (uffd.ModeMinor, UFFDIO_CONTINUE) are set up and how a handler can place
 // data for zero-copy installs.
 //
-// Huge pages must be reserved beforehand (/proc/sys/vm/nr_hugepages);
-// Map returns an error naming the shortfall otherwise.
+// Huge pages must be in the pool beforehand (/proc/sys/vm/nr_hugepages):
+// HugePagesFor says how many a mapping takes, HugePages how many are
+// available, and Map returns an error naming the shortfall otherwise.
 package mem

@@ -120,13 +120,50 @@ func HugePageSize() (int, error) {
 	return v << 10, err
 }
 
-// HugePages reports the default-size huge page pool: total and free pages.
-func HugePages() (total, free int, err error) {
+// HugePages reports the default-size huge page pool: the pages in it, and
+// those a new mapping can still have: free and not reserved by mappings
+// made earlier (HugePages_Free less HugePages_Rsvd in /proc/meminfo). The
+// kernel reserves a mapping's huge pages when it is mapped, so a free page
+// that is reserved is not available.
+func HugePages() (total, available int, err error) {
+	var free, rsvd int
 	if total, err = meminfo("HugePages_Total"); err != nil {
 		return
 	}
-	free, err = meminfo("HugePages_Free")
-	return
+	if free, err = meminfo("HugePages_Free"); err != nil {
+		return
+	}
+	if rsvd, err = meminfo("HugePages_Rsvd"); err != nil {
+		return
+	}
+	return total, max(free-rsvd, 0), nil
+}
+
+// HugePagesFor returns how many default-size huge pages Map takes from the
+// pool for a mapping of size bytes of kind: none for the kinds without huge
+// pages; for Hugetlb, one per page of Data (Data and Alias share the
+// file's pages); for HugetlbPrivate, twice as many, as the private pages of
+// Data are reserved beside the file's pages that Alias maps.
+func HugePagesFor(kind Kind, size int) (int, error) {
+	if !kind.Huge() {
+		return 0, nil
+	}
+	hps, err := HugePageSize()
+	if err != nil {
+		return 0, err
+	}
+	n := (size + hps - 1) / hps
+	if kind == HugetlbPrivate {
+		n *= 2
+	}
+	return n, nil
+}
+
+// Available returns the memory available for new allocations without
+// swapping (MemAvailable in /proc/meminfo), in bytes.
+func Available() (int, error) {
+	kb, err := meminfo("MemAvailable")
+	return kb << 10, err
 }
 
 func meminfo(key string) (int, error) {

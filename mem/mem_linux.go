@@ -64,8 +64,9 @@ func (m *Mapping) hugeHint(err error, size int) error {
 	if !m.Kind.Huge() {
 		return err
 	}
-	_, free, _ := HugePages()
-	return fmt.Errorf("%w (needs %d free huge pages of %d bytes, %d free: raise /proc/sys/vm/nr_hugepages)", err, size/m.PageSize, m.PageSize, free)
+	need, _ := HugePagesFor(m.Kind, size)
+	_, avail, _ := HugePages()
+	return fmt.Errorf("%w (%s of %d bytes needs %d huge pages of %d bytes, %d are free and unreserved: raise /proc/sys/vm/nr_hugepages)", err, m.Kind, size, need, m.PageSize, avail)
 }
 
 // Drop releases the pages of Data in [off, off+n): MADV_DONTNEED, or for

@@ -3,6 +3,8 @@
 package mem_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/gouffd/uffd/internal/testutil"
@@ -30,7 +32,7 @@ func TestMapKinds(t *testing.T) {
 		t.Run(k.String(), func(t *testing.T) {
 			ps := mem.PageSize()
 			if k.Huge() {
-				testutil.ReserveHugePages(t, 4)
+				testutil.ReserveHugePagesFor(t, k, 2*hps)
 				ps = hps
 			}
 			m, err := mem.Map(k, 2*ps)
@@ -80,5 +82,66 @@ func TestMapBadSize(t *testing.T) {
 			m.Close()
 			t.Errorf("Map(anon, %d) succeeded", size)
 		}
+	}
+}
+
+// TestHugePagesAvailable: a hugetlb mapping reserves its pages when it is
+// mapped, before any is touched; HugePages counts them out of what is
+// available, as many as HugePagesFor says.
+func TestHugePagesAvailable(t *testing.T) {
+	hps, err := mem.HugePageSize()
+	if err != nil {
+		testutil.Skipf(t, "no hugetlbfs: %v", err)
+	}
+	for _, k := range []mem.Kind{mem.Hugetlb, mem.HugetlbPrivate} {
+		t.Run(k.String(), func(t *testing.T) {
+			need, err := mem.HugePagesFor(k, 3*hps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[mem.Kind]int{mem.Hugetlb: 3, mem.HugetlbPrivate: 6}[k]; need != want {
+				t.Errorf("HugePagesFor(%v, 3 huge pages) = %d, want %d", k, need, want)
+			}
+			testutil.ReserveHugePages(t, need)
+			_, before, err := mem.HugePages()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := mem.Map(k, 3*hps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			if _, after, _ := mem.HugePages(); before-after != need {
+				t.Errorf("mapping 3 huge pages of %v: %d available before, %d after; want %d fewer", k, before, after, need)
+			}
+		})
+	}
+	if n, err := mem.HugePagesFor(mem.Shmem, 1<<20); n != 0 || err != nil {
+		t.Errorf("HugePagesFor(shmem) = %d, %v", n, err)
+	}
+}
+
+// TestHugeHint: a hugetlb mapping the pool cannot hold fails with a hint
+// whose figures agree: the pages it needs, and fewer available.
+func TestHugeHint(t *testing.T) {
+	hps, err := mem.HugePageSize()
+	if err != nil {
+		testutil.Skipf(t, "no hugetlbfs: %v", err)
+	}
+	testutil.ReserveHugePages(t, 1) // holds the pool still
+	_, avail, err := mem.HugePages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := avail/2 + 1 // a private mapping takes twice its pages
+	m, err := mem.Map(mem.HugetlbPrivate, pages*hps)
+	if err == nil {
+		m.Close()
+		t.Fatalf("mapping %d private huge pages with %d available succeeded", pages, avail)
+	}
+	want := fmt.Sprintf("needs %d huge pages of %d bytes, %d are free and unreserved", 2*pages, hps, avail)
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
 	}
 }

@@ -9,7 +9,7 @@
 // without any fault handler: the kernel resolves write-protect faults
 // itself and only remembers that the page was written.
 //
-//	u, _ := uffd.Open(&uffd.Config{Features: uffd.FeatureWPAsync | uffd.FeatureWPFaults})
+//	u, _ := uffd.Open(uffd.Config{Features: uffd.FeatureWPAsync | uffd.FeatureWPFaults})
 //	u.Register(addr, length, uffd.ModeWriteProtect)
 //	u.WriteProtect(addr, length, true, 0)
 //	// ... the process writes to the memory ...

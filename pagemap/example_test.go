@@ -19,7 +19,7 @@ func ExamplePagemap_Scan() {
 	}
 	defer m.Close()
 
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureWPAsync})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureWPAsync})
 	if err != nil {
 		log.Fatal(err)
 	}

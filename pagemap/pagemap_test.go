@@ -25,7 +25,7 @@ func openSelf(t *testing.T) *pagemap.Pagemap {
 	t.Helper()
 	pm, err := pagemap.OpenSelf()
 	if errors.Is(err, uffd.ErrNotSupported) {
-		t.Skipf("kernel lacks PAGEMAP_SCAN: %v", err)
+		testutil.Skipf(t, "kernel lacks PAGEMAP_SCAN: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -49,12 +49,12 @@ func mapAnon(t *testing.T, pages int) *mem.Mapping {
 // clear the pages' write-protection for PAGEMAP_SCAN to see.
 func tracked(t *testing.T, features uffd.Feature, pages int) (*uffd.UFFD, *mem.Mapping) {
 	t.Helper()
-	u, err := uffd.Open(&uffd.Config{Features: features})
+	u, err := uffd.Open(uffd.Config{Features: features})
 	if errors.Is(err, uffd.ErrNotSupported) {
-		t.Skipf("kernel lacks asynchronous write-protection: %v", err)
+		testutil.Skipf(t, "kernel lacks asynchronous write-protection: %v", err)
 	}
 	if err != nil {
-		t.Skipf("cannot create a userfaultfd: %v", err)
+		testutil.Skipf(t, "cannot create a userfaultfd: %v", err)
 	}
 	m := mapAnon(t, pages)
 	t.Cleanup(func() { u.Close() }) // before m.Close: cleanups run last first
@@ -351,7 +351,7 @@ func TestInvalid(t *testing.T) {
 func TestOpen(t *testing.T) {
 	pm, err := pagemap.Open(os.Getpid())
 	if errors.Is(err, uffd.ErrNotSupported) {
-		t.Skipf("kernel lacks PAGEMAP_SCAN: %v", err)
+		testutil.Skipf(t, "kernel lacks PAGEMAP_SCAN: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

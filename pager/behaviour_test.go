@@ -441,7 +441,7 @@ func TestShutdownWithPendingFault(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer m.Close()
-		u, err := uffd.Open(nil)
+		u, err := uffd.Open(uffd.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -497,7 +497,7 @@ func TestShutdownWithPendingFault(t *testing.T) {
 func TestCloseEndsServe(t *testing.T) {
 	forEngines(t, func(t *testing.T, e engine) {
 		for _, features := range []uffd.Feature{0, uffd.FeatureEventRemove} {
-			u, err := uffd.Open(&uffd.Config{Features: features})
+			u, err := uffd.Open(uffd.Config{Features: features})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -19,7 +19,7 @@ func benchServe(b *testing.B, cfg pager.Config, features uffd.Feature) {
 		b.Fatal(err)
 	}
 	defer m.Close()
-	u, err := uffd.Open(&uffd.Config{Features: features})
+	u, err := uffd.Open(uffd.Config{Features: features})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 	"github.com/gouffd/uffd/pager"
 )
@@ -141,7 +142,7 @@ func TestEngineCPULeaves(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(allowed) < 2 {
-		t.Skip("needs 2 CPUs")
+		testutil.Skipf(t, "needs 2 CPUs, has %d", len(allowed))
 	}
 	e := newEngine(t, pager.EngineConfig{})
 	const pages = 2048

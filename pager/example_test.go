@@ -17,7 +17,7 @@ func Example() {
 		image[i] = byte(i >> 12) // each page holds its index
 	}
 
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,3 +1,5 @@
+//go:build cgo && linux
+
 package pager
 
 // EngineThreads returns the OS thread ids of e's readers and workers.

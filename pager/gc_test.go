@@ -128,7 +128,7 @@ func gcRound(t *testing.T, e engine, img []byte) pager.Stats {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
 		t.Fatal(err)
 	}

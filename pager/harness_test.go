@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 	"github.com/gouffd/uffd/pager"
 )
@@ -31,7 +32,7 @@ func pattern(n int) []byte {
 func setup(t *testing.T, kind mem.Kind, size int, features uffd.Feature) (*uffd.UFFD, *mem.Mapping) {
 	t.Helper()
 	if kind.Huge() {
-		testutilReserve(t, kind, size)
+		testutil.ReserveHugePagesFor(t, kind, size)
 	}
 	m, err := mem.Map(kind, size)
 	if err != nil {
@@ -47,7 +48,7 @@ func setup(t *testing.T, kind mem.Kind, size int, features uffd.Feature) (*uffd.
 
 func open(t *testing.T, features uffd.Feature) *uffd.UFFD {
 	t.Helper()
-	u, err := uffd.Open(&uffd.Config{Features: features})
+	u, err := uffd.Open(uffd.Config{Features: features})
 	if err != nil {
 		t.Fatal(err)
 	}

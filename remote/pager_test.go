@@ -50,7 +50,7 @@ func TestPagerServesImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
 		t.Fatal(err)
 	}

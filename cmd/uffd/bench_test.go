@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"math"
 	"os"
 	"path/filepath"
@@ -170,41 +171,42 @@ func TestBenchBadArgs(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--chunk", "5000"}, "--chunk 5000: want a positive multiple of the page size"},
+		{[]string{"--chunk", "5000"}, "--chunk 5000: want 4KiB to 1GiB, a multiple of 4KiB"},
 		{[]string{"--chunk", "0"}, "--chunk 0"},
 		{[]string{"--mib", "0"}, "--mib 0"},
 		{[]string{"--mib", "-3"}, "--mib -3"},
 		{[]string{"--faulters", "0"}, "--faulters 0"},
 		{[]string{"--faulters", "65"}, "--faulters 65: want 1 to 64"},
-		{[]string{"--faulters-in", "thread"}, `--faulters-in "thread": want process or child`},
+		{[]string{"--faulters-in", "thread"}, "--faulters-in thread: want process or child"},
 		{[]string{"--cpus", "0-x"}, "--cpus"},
 		{[]string{"--cpus", "4095"}, "--cpus"},
 		{[]string{"--runs", "0"}, "--runs 0"},
 		{[]string{"--runs", "100"}, "--runs 100"},
-		{[]string{"--op", "move"}, `--op "move": want copy or zero`},
-		{[]string{"--engine", "isolated"}, `--engine "isolated"`},
-		{[]string{"--prefetch", "greedy"}, `--prefetch "greedy"`},
+		{[]string{"--op", "move"}, "--op move: want copy or zero"},
+		{[]string{"--engine", "isolated"}, "--engine isolated: want own or shared"},
+		{[]string{"--prefetch", "greedy"}, "--prefetch greedy: want fixed or adaptive"},
 		{[]string{"--prefetch", "adaptive", "--chunk", "65536"}, "with --prefetch adaptive"},
 		{[]string{"--ref-chunk", "65536"}, "--ref-chunk without --ref"},
 		{[]string{"--ref-mode", "naive"}, "--ref-mode without --ref"},
 		{[]string{"--limit"}, "--limit without --ref"},
-		{[]string{"--ref", "--ref-mode", "fast"}, `--ref-mode "fast": want pinned or naive`},
-		{[]string{"--ref", "--ref-chunk", "5000"}, "ref chunk 5000: want a positive multiple of the page size"},
-		{[]string{"--ref", exe, "--ref-chunk", "12288"}, "ref chunk 12288: want a power of two"},
-		{[]string{"--ref=" + exe, "--chunk", "12288"}, "ref chunk 12288"},
-		{[]string{"--ref", exe, "--limit"}, "--limit with --ref PATH"},
+		{[]string{"--ref", "--ref-mode", "fast"}, "--ref-mode fast: want pinned or naive"},
+		{[]string{"--ref", "--ref-chunk", "5000"}, "--ref-chunk 5000: want 4KiB to 1GiB, a multiple of 4KiB"},
+		{[]string{"--ref", "--ref-program", exe, "--ref-chunk", "12288"}, "ref chunk 12288: want a power of two"},
+		{[]string{"--ref", "--ref-program=" + exe, "--chunk", "12288"}, "ref chunk 12288"},
+		{[]string{"--ref", "--ref-program", exe, "--limit"}, "--limit with --ref-program"},
+		{[]string{"--ref-program", exe}, "--ref-program without --ref"},
 		{[]string{"--ref", "--ref-chunk", "0"}, "--ref-chunk 0"},
-		{[]string{"--ref=", "x"}, "empty path"},
-		{[]string{"--ref", filepath.Join(t.TempDir(), "none")}, "no such file"},
+		{[]string{"--ref=x"}, `invalid boolean value "x" for -ref`},
+		{[]string{"--ref", "--ref-program", filepath.Join(t.TempDir(), "none")}, "no such file"},
 		{[]string{"--targets", "fast"}, `--targets "fast": want all or some of 4k-1,`},
 		{[]string{"--targets", "all", "--mib", "8"}, "--mib with --targets"},
 		{[]string{"--targets", "4k-1", "--faulters-in", "child"}, "--faulters-in with --targets"},
 		{[]string{"--targets", "all", "--runs", "0"}, "--runs 0"},
-		{[]string{"--mib", "x"}, "invalid value"},
+		{[]string{"--mib", "x"}, "--mib x: not a number; want 1 to 1048576"},
 		{[]string{"--bogus"}, "flag provided but not defined"},
 		{[]string{"8"}, `unexpected argument "8"`},
-		{[]string{"firecracker", "--vms", "0"}, "--vms 0: want at least 1"},
-		{[]string{"firecracker", "--vms", "1,x"}, `--vms "1,x": want a list of numbers`},
+		{[]string{"firecracker", "--vms", "0"}, "--vms 0: want a list of VM counts, each at least 1"},
+		{[]string{"firecracker", "--vms", "1,x"}, "--vms 1,x: want a list of VM counts"},
 		{[]string{"firecracker", "--vms", "65"}, "--vms 65: want 1 to 64"},
 		{[]string{"firecracker", "--order", "seq,up"}, `--order "up": want seq or random`},
 		{[]string{"firecracker", "--mib", "0"}, "--mib 0"},
@@ -232,15 +234,16 @@ func TestBenchNoCompiler(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	_, _, err := runBenchCmd(context.Background(), "--mib", "8", "--runs", "1", "--ref")
 	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "no C compiler") ||
-		!strings.Contains(err.Error(), "no-such-cc") || !strings.Contains(err.Error(), "--ref=PATH") {
+		!strings.Contains(err.Error(), "no-such-cc") || !strings.Contains(err.Error(), "--ref-program PATH") {
 		t.Errorf("err = %v", err)
 	}
 }
 
 func TestBenchHelp(t *testing.T) {
-	_, stderr, err := runBenchCmd(context.Background(), "-h")
-	if err == nil || !strings.Contains(stderr, "-faulters-in") || !strings.Contains(stderr, "-ref-mode") || !strings.Contains(stderr, "-targets") {
-		t.Errorf("bench -h: err %v, stderr:\n%s", err, stderr)
+	stdout, _, err := runBenchCmd(context.Background(), "-h")
+	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stdout, "--faulters-in") || !strings.Contains(stdout, "--ref-mode") || !strings.Contains(stdout, "--targets") ||
+		!strings.Contains(stdout, "uffd bench firecracker") {
+		t.Errorf("bench -h: err %v, stdout:\n%s", err, stdout)
 	}
 }
 

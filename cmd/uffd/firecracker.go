@@ -5,145 +5,207 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gouffd/uffd/firecracker/handler"
 	"github.com/gouffd/uffd/pager"
 	"github.com/gouffd/uffd/remote"
 )
 
-const firecrackerUsage = `uffd firecracker --socket PATH --mem-file FILE [flags]
+// setupFirecracker defines `uffd firecracker`'s flags.
+func setupFirecracker(fs *flag.FlagSet) runFunc {
+	o := &fcOptions{}
+	o.socket = stringFlag(fs, "socket", "", "path", "the UNIX socket to listen on (Firecracker's mem_backend backend_path); not needed under systemd socket activation")
+	o.memFile = stringFlag(fs, "mem-file", "", "path", "the snapshot's memory file (mapped once, read-only), or a remote image's URL: s3://BUCKET/KEY, http:// or https://")
+	o.mode = choiceFlag(fs, "mode", "on-demand", []string{"on-demand", "prefault", "record-replay"}, "how memory is brought in: on-demand, prefault (all of it in the background, faults first) or record-replay")
+	o.trace = stringFlag(fs, "trace", "", "path", "record-replay: the trace file (default: the memory file's path + .trace)")
+	o.recordFor = durationFlag(fs, "record-for", 0, time.Nanosecond, "record-replay: how long after a restore its faults are recorded (default "+handler.DefaultRecordFor.String()+")")
+	o.prefetch = prefetchFlag(fs, "prefetch", "adaptive", "what a fault resolves beyond its page: none, adaptive (a page, doubling up to 4MiB on sequential access), or a fixed size such as 64KiB")
+	o.cpus = cpusFlag(fs, "cpus", "the CPUs serving faults, a reader and a worker pinned to each, shared by every VM, as a list such as 0-3,6 (default: every CPU the process may run on)")
+	o.cacheDir = stringFlag(fs, "cache-dir", "", "path", "remote --mem-file: the host-wide cache of its chunks, shared by every handler on the host and kept across restarts (default: a private temporary one)")
+	o.cacheSize = sizeFlag(fs, "cache-size", 0, 0, 1<<50, 1, "remote --mem-file: the bound of --cache-dir, such as 64GiB (default: unbounded)")
+	o.fetchConcurrency = intFlag(fs, "fetch-concurrency", 0, 0, 4096, "remote --mem-file: range requests in flight at most (default "+strconv.Itoa(remote.DefaultConcurrency)+")")
+	o.metrics = stringFlag(fs, "metrics", "", "addr", "serve Prometheus metrics on host:port at /metrics")
+	o.control = stringFlag(fs, "control", "", "path", "the control socket for handing the VMs over to a new instance (default: the socket's path + .ctl); none: no control socket")
+	o.takeover = fs.Bool("takeover", false, "take the listening socket and every VM over from the instance listening on --control, then serve them")
+	o.socketMode = octalFlag(fs, "socket-mode", 0o600, "the socket's permissions, in octal: only Firecracker's user should reach it")
+	o.logFormat = choiceFlag(fs, "log-format", "text", []string{"text", "json"}, "log format: text or json (durations in seconds)")
+	o.logLevel = choiceFlag(fs, "log-level", "info", []string{"debug", "info", "warn", "error"}, "log level: debug, info, warn or error")
+	o.handshakeTimeout = durationFlag(fs, "handshake-timeout", handler.DefaultHandshakeTimeout, time.Nanosecond, "how long a connection may take to send its message")
+	o.maxVMs = intFlag(fs, "max-vms", handler.DefaultMaxVMs, 1, 0, "VMs served at once, at most")
+	return o.run
+}
 
-Serve the guest memory of Firecracker microVMs restored from a snapshot
-(mem_backend {"backend_type": "Uffd", "backend_path": PATH}): every VM that
-connects to PATH is served from FILE, the snapshot's memory file.
-`
+// fcOptions are `uffd firecracker`'s flags.
+type fcOptions struct {
+	socket, memFile, mode, trace, metrics, control, cacheDir, logFormat, logLevel *string
+	recordFor, handshakeTimeout                                                   *time.Duration
+	prefetch                                                                      *pager.Prefetch
+	cpus                                                                          *[]int
+	maxVMs, cacheSize, fetchConcurrency                                           *int
+	takeover                                                                      *bool
+	socketMode                                                                    *os.FileMode
+}
 
-// runFirecracker runs the Firecracker page-fault handler until ctx ends
-// (SIGTERM) or another instance takes over.
+// runFirecracker runs `uffd firecracker args...`.
 func runFirecracker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("firecracker")
-	socket := fs.String("socket", "", "UNIX socket to listen on (Firecracker's mem_backend backend_path); not needed under systemd socket activation")
-	memFile := fs.String("mem-file", "", "the snapshot's memory file")
-	mode := fs.String("mode", "on-demand", "how memory is brought in: on-demand, prefault (all of it in the background, faults first) or record-replay")
-	trace := fs.String("trace", "", "record-replay: the trace file (default: the memory file's name + .trace)")
-	recordFor := fs.Duration("record-for", 0, "record-replay: how long after a restore its faults are recorded (0 or unset: "+handler.DefaultRecordFor.String()+")")
-	prefetch := fs.String("prefetch", "adaptive", "what a fault resolves beyond its page: none, adaptive (a page, doubling up to 4 MiB on sequential access), or a fixed size such as 64KiB")
-	cacheDir := fs.String("cache-dir", "", "remote --mem-file: the host-wide cache of its chunks, shared by every handler on the host and kept across restarts (default: a private temporary one)")
-	cacheSize := fs.String("cache-size", "", "remote --mem-file: bound of --cache-dir, such as 64GiB (default: unbounded)")
-	fetchConcurrency := fs.Int("fetch-concurrency", 0, "remote --mem-file: range requests in flight at most (0: "+strconv.Itoa(remote.DefaultConcurrency)+")")
-	cpus := fs.String("cpus", "", "CPUs serving faults, a reader and a worker pinned to each, shared by every VM, as a list such as 0-3,6 (default: every CPU the process may run on)")
-	metrics := fs.String("metrics", "", "serve Prometheus metrics on ADDR (host:port) at /metrics")
-	control := fs.String("control", "", "control socket for handing the VMs over to a new instance (default: the socket's path + .ctl; \"none\" to disable)")
-	takeover := fs.Bool("takeover", false, "take the listening socket and every VM over from the instance listening on --control, then serve them")
-	socketMode := fs.String("socket-mode", "0600", "permissions of the socket (octal): only Firecracker's user should reach it")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	handshakeTimeout := fs.Duration("handshake-timeout", handler.DefaultHandshakeTimeout, "how long a connection may take to send its message")
-	maxVMs := fs.Int("max-vms", handler.DefaultMaxVMs, "VMs served at once at most")
-	if err := parse(fs, args, stderr); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("firecracker: unexpected argument %q", fs.Arg(0))}
+	return firecrackerCmd.execute(ctx, args, stdout, stderr)
+}
+
+// run maps the flags to the daemon's configuration and runs it until ctx
+// ends (SIGTERM) or another instance takes over. What means nothing is a
+// usage error naming the flag (handler.DaemonConfig.Validate).
+func (o *fcOptions) run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) != 0 {
+		return usagef("unexpected argument %q", args[0])
 	}
 	cfg := handler.DaemonConfig{
-		MemFile: *memFile, Socket: *socket, Control: *control, Takeover: *takeover, Metrics: *metrics,
-		Trace: *trace, RecordFor: *recordFor,
-		HandshakeTimeout: *handshakeTimeout, MaxVMs: *maxVMs,
+		MemFile: *o.memFile, Socket: *o.socket, SocketMode: *o.socketMode, Control: *o.control, Takeover: *o.takeover,
+		Metrics: *o.metrics, Trace: *o.trace, RecordFor: *o.recordFor, Prefetch: *o.prefetch, CPUs: *o.cpus,
+		CacheDir: *o.cacheDir, CacheSize: int64(*o.cacheSize), FetchConcurrency: *o.fetchConcurrency,
+		HandshakeTimeout: *o.handshakeTimeout, MaxVMs: *o.maxVMs,
 	}
 	var err error
-	if cfg.Mode, err = handler.ParseMode(*mode); err != nil {
-		return &usageError{"firecracker: --mode: " + err.Error()}
+	if cfg.Mode, err = handler.ParseMode(*o.mode); err != nil {
+		return usagef("--mode %s: %v", *o.mode, err)
 	}
-	if cfg.Prefetch, err = parsePrefetch(*prefetch); err != nil {
-		return &usageError{"firecracker: --prefetch: " + err.Error()}
-	}
-	cfg.CacheDir, cfg.FetchConcurrency = *cacheDir, *fetchConcurrency
-	if *cacheSize != "" {
-		n, err := parseSize(*cacheSize)
-		if err != nil {
-			return &usageError{"firecracker: --cache-size: " + err.Error()}
-		}
-		cfg.CacheSize = int64(n)
-	}
-	if cfg.CPUs, err = parseCPUList(*cpus); err != nil {
-		return &usageError{"firecracker: --cpus: " + err.Error()}
-	}
-	perm, err := strconv.ParseUint(*socketMode, 8, 32)
-	if err != nil || perm > 0o777 {
-		return &usageError{fmt.Sprintf("firecracker: --socket-mode %q: want octal permissions such as 0660", *socketMode)}
-	}
-	cfg.SocketMode = os.FileMode(perm)
-	if cfg.Logger, err = newLogger(stderr, *logFormat, *logLevel); err != nil {
-		return &usageError{"firecracker: " + err.Error()}
-	}
+	var lv slog.Level
+	lv.UnmarshalText([]byte(*o.logLevel)) // a checked choice
+	cfg.Logger = handler.NewLogger(stderr, *o.logFormat == "json", lv)
 	if err := cfg.Validate(); err != nil {
 		var ce *handler.ConfigError
 		if errors.As(err, &ce) {
-			return &usageError{"firecracker: " + ce.Msg}
+			return usagef("%s", ce.Msg)
 		}
 		return err
 	}
 	return handler.RunDaemon(ctx, cfg)
 }
 
-// parsePrefetch parses --prefetch.
-func parsePrefetch(s string) (pager.Prefetch, error) {
+// prefetchValue is --prefetch: none, adaptive, or a fixed size.
+type prefetchValue struct {
+	p   *pager.Prefetch
+	raw string
+	err error
+}
+
+// maxPrefetch bounds a fixed prefetch: 1 GiB, the largest huge page.
+const maxPrefetch = 1 << 30
+
+func prefetchFlag(fs *flag.FlagSet, name, def, usage string) *pager.Prefetch {
+	v := &prefetchValue{p: new(pager.Prefetch)}
+	v.Set(def)
+	fs.Var(v, name, usage)
+	return v.p
+}
+
+func (v *prefetchValue) Type() string { return "string" }
+func (v *prefetchValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.raw
+}
+
+func (v *prefetchValue) Set(s string) error {
+	v.raw, v.err = s, nil
 	switch s {
 	case "none", "0":
-		return pager.Prefetch{}, nil
+		*v.p = pager.Prefetch{}
+		return nil
 	case "adaptive":
-		return pager.Adaptive(), nil
+		*v.p = pager.Adaptive()
+		return nil
 	}
+	ps := int64(os.Getpagesize())
 	n, err := parseSize(s)
-	if err != nil {
-		return pager.Prefetch{}, err
-	}
-	if n%os.Getpagesize() != 0 {
-		return pager.Prefetch{}, fmt.Errorf("%s is not a multiple of the %d-byte page", s, os.Getpagesize())
-	}
-	return pager.Fixed(n), nil
-}
-
-// parseSize parses a byte count with an optional KiB, MiB or GiB suffix.
-func parseSize(s string) (int, error) {
-	mult := 1
-	for _, u := range []struct {
-		suffix string
-		mult   int
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
-		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = rest, u.mult
-			break
+	switch {
+	case err != nil || n < ps || n > maxPrefetch || n%ps != 0:
+		v.err = fmt.Errorf("want none, adaptive, or a size from %s to %s, a multiple of %s", formatSize(ps), formatSize(maxPrefetch), formatSize(ps))
+		if err != nil {
+			v.err = fmt.Errorf("%v; %v", err, v.err)
 		}
+	default:
+		*v.p = pager.Fixed(int(n))
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 || n > (1<<40)/mult {
-		return 0, fmt.Errorf("%q is not a size (such as 65536, 64KiB or 2MiB)", s)
-	}
-	return n * mult, nil
+	return nil
 }
 
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	switch format {
-	case "text", "json":
-		return handler.NewLogger(w, format == "json", lv), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+func (v *prefetchValue) check() error { return v.err }
+
+// octalValue is a file mode in octal.
+type octalValue struct {
+	p   *os.FileMode
+	raw string
+	err error
 }
 
-// parseCPUList parses a list of CPUs such as 0-3,6 (taskset's and the
-// kernel's cpulist format); "" is nil (every CPU).
+func octalFlag(fs *flag.FlagSet, name string, def os.FileMode, usage string) *os.FileMode {
+	v := &octalValue{p: new(os.FileMode), raw: fmt.Sprintf("%04o", def)}
+	*v.p = def
+	fs.Var(v, name, usage)
+	return v.p
+}
+
+func (v *octalValue) Type() string { return "perm" }
+func (v *octalValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.raw
+}
+
+func (v *octalValue) Set(s string) error {
+	v.raw = s
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o777 {
+		v.err = errors.New("want octal permissions such as 0660")
+		return nil
+	}
+	*v.p, v.err = os.FileMode(n), nil
+	return nil
+}
+
+func (v *octalValue) check() error { return v.err }
+
+// cpusValue is a list of CPUs such as 0-3,6 (taskset's and the kernel's
+// cpulist format); empty is nil, every CPU.
+type cpusValue struct {
+	p   *[]int
+	raw string
+	err error
+}
+
+func cpusFlag(fs *flag.FlagSet, name, usage string) *[]int {
+	v := &cpusValue{p: new([]int)}
+	fs.Var(v, name, usage)
+	return v.p
+}
+
+func (v *cpusValue) Type() string { return "list" }
+func (v *cpusValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.raw
+}
+
+func (v *cpusValue) Set(s string) error {
+	v.raw, v.err = s, nil
+	*v.p, v.err = parseCPUList(s)
+	return nil
+}
+
+func (v *cpusValue) check() error { return v.err }
+
+// parseCPUList parses a list of CPUs such as 0-3,6; "" is nil.
 func parseCPUList(s string) ([]int, error) {
 	if s == "" {
 		return nil, nil
@@ -157,7 +219,7 @@ func parseCPUList(s string) ([]int, error) {
 			b, err = strconv.Atoi(hi)
 		}
 		if err != nil || a < 0 || b < a || b > 4095 {
-			return nil, fmt.Errorf("%q: want CPU numbers or ranges such as 0-3,6", s)
+			return nil, errors.New("want CPU numbers and ranges such as 0-3,6")
 		}
 		for c := a; c <= b; c++ {
 			cpus = append(cpus, c)

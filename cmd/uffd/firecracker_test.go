@@ -309,7 +309,7 @@ func TestFirecrackerUsage(t *testing.T) {
 		{[]string{"--socket", "/tmp/x.sock"}, "--mem-file"},
 		{[]string{"--socket", "/tmp/x.sock", "--mem-file", ""}, "--mem-file"},
 		{[]string{"--mem-file", mem}, "--socket"},
-		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--mode", "eager"}, "unknown mode"},
+		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--mode", "eager"}, "--mode eager: want on-demand, prefault or record-replay"},
 		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--prefetch", "3KiB"}, "multiple"},
 		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--cpus", "9-x"}, "--cpus"},
 		{[]string{"--socket", "/tmp/x.sock", "--mem-file", mem, "--cache-dir", "/tmp/c"}, "--cache-dir"},
@@ -360,12 +360,12 @@ func TestFirecrackerUsage(t *testing.T) {
 }
 
 func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int{"4096": 4096, "64KiB": 64 << 10, "2MiB": 2 << 20, "1G": 1 << 30} {
+	for in, want := range map[string]int64{"4096": 4096, "64KiB": 64 << 10, "2MiB": 2 << 20, "1G": 1 << 30, "1TiB": 1 << 40, "0": 0} {
 		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "0", "-4096", "1.5MiB", "KiB", "64kb"} {
+	for _, in := range []string{"", "-4096", "1.5MiB", "KiB", "64kb", "99999999TiB"} {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q) accepted", in)
 		}

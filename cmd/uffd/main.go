@@ -2,15 +2,20 @@
 //
 // Usage:
 //
-//	uffd demo [-delay d] N      the userfaultfd(2) example program on N pages
-//	uffd features [--json]      what this kernel's userfaultfd supports
-//	uffd bench [flags]          the pager against its C reference
-//	uffd firecracker [flags]    a Firecracker snapshot-restore page-fault handler
-//	uffd stress TYPE MiB N      the kernel's uffd-stress test, N bounces
+//	uffd demo [--delay duration] N   the userfaultfd(2) example program on N pages
+//	uffd features [--json]           what this kernel's userfaultfd supports
+//	uffd bench [flags]               the pager against its C reference; bench firecracker
+//	                                 the Firecracker handler against a C handler
+//	uffd firecracker --socket path --mem-file path [flags]
+//	                                 a Firecracker snapshot-restore page-fault handler
+//	uffd stress [--cpus int] [--no-wp] [--pager] TYPE MiB BOUNCES
+//	                                 the kernel's uffd-stress test
 //	uffd image push|pull|stat|index  memory images in S3 and on HTTP servers
+//	uffd version                     the module version and VCS revision
 //
-// The subcommands are thin wiring over packages: internal/demo,
-// features, internal/bench, firecracker/handler, stress and remote.
+// 'uffd <command> -h' prints a command's arguments and flags. The
+// subcommands are thin wiring over packages: internal/demo, features,
+// internal/bench, firecracker/handler, internal/stress and remote.
 package main
 
 import (
@@ -21,44 +26,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
+	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/gouffd/uffd/features"
 	"github.com/gouffd/uffd/internal/demo"
 	"github.com/gouffd/uffd/mem"
 )
-
-const usage = `Usage: uffd <command> [arguments]
-
-Commands:
-  demo [-delay d] N     run the userfaultfd(2) example program: map N pages,
-                        serve their page faults from a second goroutine, and
-                        print what both sides see (-delay: pause between
-                        reads, default 100ms as in the C program)
-  features [--json]     report what this kernel's userfaultfd supports: open
-                        paths, API, features, ioctls, and which registration
-                        modes work on which kind of memory
-  bench [flags]         measure the pager on the benchmark's workload (a
-                        private anonymous region touched page by page, by
-                        threads of this process or of another); --ref runs
-                        the C reference in the same invocation and prints
-                        the ratios; --targets all checks the engine's
-                        targets; 'bench firecracker' compares 'uffd
-                        firecracker' with a C handler under test VMs
-  firecracker --socket PATH --mem-file FILE [flags]
-                        serve the guest memory of Firecracker microVMs
-                        restored from a snapshot (its UFFD backend)
-  stress TYPE MiB BOUNCES
-                        the kernel's uffd-stress test on memory TYPE (anon,
-                        shmem, shmem-private, hugetlb, hugetlb-private)
-  image push|pull|stat|index
-                        memory images in S3 (s3://BUCKET/KEY) and on HTTP
-                        servers: upload with an index of zero chunks and
-                        checksums, download, describe
-
-Run 'uffd <command> -h' for a command's flags.
-`
 
 func main() {
 	// A child of `uffd bench` (a faulting process, a test VM) runs its own
@@ -78,27 +53,25 @@ func main() {
 	}
 }
 
-// errUsage marks errors in the command line (exit status 2).
-var errUsage = errors.New("usage")
-
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string        { return e.msg }
-func (e *usageError) Is(target error) bool { return target == errUsage }
-
 // run runs the command line args (without the program name). It reports
 // every error on stderr and returns it, to set the exit status; a usage
-// error also prints the usage. A cancelled ctx (SIGINT, SIGTERM) stops the
-// command and is not an error.
+// error also prints the usage of the subcommand it is in (or the
+// top-level one). A cancelled ctx (SIGINT, SIGTERM) stops the command and
+// is not an error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	err := dispatch(ctx, args, stdout, stderr)
+	var ue *usageError
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, flag.ErrHelp):
 		return nil
-	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "uffd: %v\n\n%s", err, usage)
+	case errors.As(err, &ue):
+		u := topUsage()
+		if ue.cmd != nil {
+			u = ue.cmd.usage()
+		}
+		fmt.Fprintf(stderr, "uffd: %v\n\n%s", err, u)
 		return err
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return nil
@@ -109,92 +82,144 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return &usageError{"no command given"}
+		return &usageError{msg: "no command given"}
 	}
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "demo":
-		return runDemo(ctx, rest, stdout, stderr)
-	case "features":
-		return runFeatures(rest, stdout, stderr)
-	case "bench":
-		return runBench(ctx, rest, stdout, stderr)
-	case "firecracker":
-		return runFirecracker(ctx, rest, stdout, stderr)
-	case "stress":
-		return runStress(ctx, rest, stdout, stderr)
-	case "image":
-		return runImage(ctx, rest, stdout, stderr)
+	name, rest := args[0], args[1:]
+	switch name {
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
+		if len(rest) > 0 {
+			if c := lookup(rest[0]); c != nil {
+				fmt.Fprint(stdout, c.usage())
+				return nil
+			}
+			return &usageError{msg: fmt.Sprintf("help: unknown command %q", rest[0])}
+		}
+		fmt.Fprint(stdout, topUsage())
 		return nil
-	default:
-		return &usageError{fmt.Sprintf("unknown command %q", cmd)}
+	case "-version", "--version":
+		name = "version"
 	}
-}
-
-// newFlags makes a subcommand's flag set. Errors come back to run, which
-// prints them with the usage; -h prints the flags (see parse).
-func newFlags(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	return fs
-}
-
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
-	err := fs.Parse(args)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprintf(stderr, "Usage of uffd %s:\n", fs.Name())
-		fs.SetOutput(stderr)
-		fs.PrintDefaults()
-		return err
+	if c := lookup(name); c != nil {
+		return c.execute(ctx, rest, stdout, stderr)
 	}
-	return &usageError{fs.Name() + ": " + err.Error()}
+	return &usageError{msg: fmt.Sprintf("unknown command %q", name)}
 }
 
+var demoCmd = &command{
+	name:    "demo",
+	args:    "N",
+	summary: "the userfaultfd(2) example program: map N pages, serve their page faults from a second goroutine, and print what both sides see",
+	about: `
+Run the example program of userfaultfd(2): map N pages of anonymous memory,
+register them, read from each page (every read of a new page faults), serve
+the faults from a second goroutine with UFFDIO_COPY, and print what both sides
+see, as the C program does.`,
+	arguments: [][2]string{{"N", "the number of pages: decimal, 0x hex or 0 octal, at least 1"}},
+	setup: func(fs *flag.FlagSet) runFunc {
+		delay := durationFlag(fs, "delay", demo.DefaultDelay, 0, "pause after each read, as the C program does")
+		return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			if len(args) != 1 {
+				return usagef("want one argument, N, the number of pages; got %d", len(args))
+			}
+			// Like the C program's strtoul(argv[1], NULL, 0):
+			// decimal, 0x hex or 0 octal.
+			n, err := checkArg("N", args[0], 1, 0)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			if n > int(^uint(0)>>1)/mem.PageSize() {
+				return usagef("N %s: more pages than an address space holds", args[0])
+			}
+			return demo.Run(ctx, stdout, demo.Config{Pages: n, Delay: *delay})
+		}
+	},
+}
+
+// runDemo runs `uffd demo args...`.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo")
-	delay := fs.Duration("delay", demo.DefaultDelay, "pause after each read")
-	if err := parse(fs, args, stderr); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return &usageError{fmt.Sprintf("demo: want one argument, the number of pages; got %d", fs.NArg())}
-	}
-	// Like the C program's strtoul(argv[1], NULL, 0): decimal, 0x hex or
-	// 0 octal.
-	n, err := strconv.ParseInt(fs.Arg(0), 0, 64)
-	switch {
-	case err != nil:
-		return &usageError{fmt.Sprintf("demo: %q is not a number of pages", fs.Arg(0))}
-	case n <= 0:
-		return &usageError{fmt.Sprintf("demo: %d pages: want at least 1", n)}
-	case n > int64(^uint(0)>>1)/int64(mem.PageSize()):
-		return &usageError{fmt.Sprintf("demo: %d pages: too many", n)}
-	case *delay < 0:
-		return &usageError{fmt.Sprintf("demo: negative delay %v", *delay)}
-	}
-	return demo.Run(ctx, stdout, demo.Config{Pages: int(n), Delay: *delay})
+	return demoCmd.execute(ctx, args, stdout, stderr)
 }
 
-func runFeatures(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("features")
-	asJSON := fs.Bool("json", false, "print one JSON object (field names: see package features)")
-	if err := parse(fs, args, stderr); err != nil {
-		return err
+var featuresCmd = &command{
+	name:    "features",
+	summary: "what this kernel's userfaultfd supports: open paths, API, features, ioctls, and which registration modes work on which kind of memory",
+	about: `
+Report what this kernel's userfaultfd supports for this process: which ways of
+creating one work (and why the others do not), the API version, every feature
+and ioctl, the range ioctls of each memory kind in each registration mode, page
+sizes, huge pages and the vm.unprivileged_userfaultfd sysctl.`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		asJSON := fs.Bool("json", false, "print one JSON object (field names: see package features)")
+		return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			if len(args) != 0 {
+				return usagef("unexpected argument %q", args[0])
+			}
+			r, collectErr := features.Collect()
+			var err error
+			if *asJSON {
+				err = r.WriteJSON(stdout)
+			} else {
+				err = r.WriteText(stdout)
+			}
+			return errors.Join(collectErr, err)
+		}
+	},
+}
+
+var versionCmd = &command{
+	name:    "version",
+	summary: "the module version and VCS revision this uffd was built from (also --version)",
+	about: `
+Print the module version and the VCS revision this program was built from
+(from its build information; a build outside a VCS checkout, or with
+-buildvcs=false, has no revision), and the Go version that built it.`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			if len(args) != 0 {
+				return usagef("unexpected argument %q", args[0])
+			}
+			bi, ok := debug.ReadBuildInfo()
+			if !ok {
+				return errors.New("version: no build information in this program")
+			}
+			_, err := io.WriteString(stdout, versionText(bi))
+			return err
+		}
+	},
+}
+
+// versionText describes a build: module version, VCS revision, Go.
+func versionText(bi *debug.BuildInfo) string {
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
 	}
-	if fs.NArg() != 0 {
-		return &usageError{fmt.Sprintf("features: unexpected argument %q", fs.Arg(0))}
+	version := bi.Main.Version
+	if version == "" {
+		version = "(unknown)"
 	}
-	r, collectErr := features.Collect()
-	var err error
-	if *asJSON {
-		err = r.WriteJSON(stdout)
+	path := bi.Main.Path
+	if path == "" {
+		path = bi.Path
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "uffd %s (module %s)\n", version, path)
+	if rev := settings["vcs.revision"]; rev != "" {
+		fmt.Fprintf(&sb, "revision %s", rev)
+		var notes []string
+		if t := settings["vcs.time"]; t != "" {
+			notes = append(notes, "committed "+t)
+		}
+		if settings["vcs.modified"] == "true" {
+			notes = append(notes, "with uncommitted changes")
+		}
+		if len(notes) > 0 {
+			fmt.Fprintf(&sb, " (%s)", strings.Join(notes, ", "))
+		}
+		sb.WriteString("\n")
 	} else {
-		err = r.WriteText(stdout)
+		sb.WriteString("revision unknown (not built in a VCS checkout, or built with -buildvcs=false)\n")
 	}
-	return errors.Join(collectErr, err)
+	fmt.Fprintf(&sb, "built with %s for %s/%s\n", bi.GoVersion, settings["GOOS"], settings["GOARCH"])
+	return sb.String()
 }

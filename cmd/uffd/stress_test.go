@@ -19,7 +19,7 @@ import (
 // package's init makes it one when asked).
 func TestStressCommand(t *testing.T) {
 	if _, err := uffd.Probe(); err != nil {
-		t.Skipf("no userfaultfd: %v", err)
+		testutil.Skipf(t, "no userfaultfd: %v", err)
 	}
 	line := regexp.MustCompile(`^bounce (\d)/2, mode: (seq|rnd)( racing)?( ver)? (read|poll): (\d+) faults, (\d+) wp faults, (\d+) background copies, (\d+) exists, (\d+) increments, \S+, (\d+) pages/s$`)
 	final := regexp.MustCompile(`^(\S+), (\d+) MiB, 2 bounces, \d+ CPUs, (direct|pager) server, write-protect (on|off): (\d+) pages of (\d+) bytes per area; (\d+) pages served in \S+: (\d+) pages/s \(\S+ MiB/s\); every counter verified$`)
@@ -29,14 +29,20 @@ func TestStressCommand(t *testing.T) {
 				mib := "2"
 				if kind.Huge() {
 					mib = "8"
-					testutil.ReserveHugePages(t, 8)
+					// Two areas.
+					n, err := mem.HugePagesFor(kind, 8<<20)
+					if err != nil {
+						testutil.Skipf(t, "no huge pages: %v", err)
+					}
+					testutil.ReserveHugePages(t, 2*n)
 				}
-				args := []string{"-cpus", "2"}
+				// Flags before and after the arguments.
+				args := []string{"-cpus", "2", kind.String(), mib, "2"}
 				if server != "" {
 					args = append(args, server)
 				}
 				var out, errOut bytes.Buffer
-				err := runStress(context.Background(), append(args, kind.String(), mib, "2"), &out, &errOut)
+				err := runStress(context.Background(), args, &out, &errOut)
 				stdout, stderr := out.String(), errOut.String()
 				if err != nil {
 					t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
@@ -86,13 +92,13 @@ func TestStressBadArgs(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "want <memory-type> <MiB> <bounces>"},
+		{nil, "want TYPE MiB BOUNCES"},
 		{[]string{"anon", "1"}, "got 2 arguments"},
-		{[]string{"tmpfs", "1", "1"}, `unknown memory kind "tmpfs"`},
-		{[]string{"anon", "zero", "1"}, "not a size in MiB"},
-		{[]string{"anon", "-1", "1"}, "not a size in MiB"},
-		{[]string{"anon", "1", "0"}, "not a number of bounces"},
-		{[]string{"-cpus", "-2", "anon", "1", "1"}, "-cpus -2"},
+		{[]string{"tmpfs", "1", "1"}, `TYPE tmpfs: want anon, shmem, shmem-private, hugetlb or hugetlb-private`},
+		{[]string{"anon", "zero", "1"}, "MiB zero: not a number; want 1 to 1048576"},
+		{[]string{"anon", "1048577", "1"}, "MiB 1048577: want 1 to 1048576"},
+		{[]string{"anon", "1", "0"}, "BOUNCES 0: want at least 1"},
+		{[]string{"-cpus", "-2", "anon", "1", "1"}, "--cpus -2: want 1 to 1024"},
 		{[]string{"-bogus", "anon", "1", "1"}, "flag provided but not defined"},
 	} {
 		var out, errOut bytes.Buffer
@@ -103,5 +109,19 @@ func TestStressBadArgs(t *testing.T) {
 		if out.Len() != 0 {
 			t.Errorf("%q: printed %q", tc.args, out.String())
 		}
+	}
+}
+
+// TestStressTooBig: a run larger than the memory available is refused
+// before it starts (it was killed by the OOM killer, printing nothing).
+func TestStressTooBig(t *testing.T) {
+	avail, err := mem.Available()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mib := strconv.Itoa(min(avail>>20, 1<<20)) // two areas of it
+	_, stderr, err := runCmd(context.Background(), "stress", "anon", mib, "1")
+	if err == nil || errors.Is(err, errUsage) || !strings.Contains(stderr, "MemAvailable") || !strings.Contains(stderr, "choose a smaller size") {
+		t.Errorf("stress anon %s 1 with %d MiB available: %v\n%s", mib, avail>>20, err, stderr)
 	}
 }

@@ -201,7 +201,7 @@ func Run(cfg Config) (Result, error) {
 	// The userfaultfd, as Firecracker's UffdBuilder makes it:
 	// userfaultfd(O_CLOEXEC|O_NONBLOCK) (/dev/userfaultfd when the system
 	// call is refused), UFFDIO_API with UFFD_FEATURE_EVENT_REMOVE.
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
 		return res, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/gouffd/uffd/firecracker/fctest"
 	"github.com/gouffd/uffd/firecracker/handler"
 	"github.com/gouffd/uffd/handoff"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 )
 
@@ -59,7 +60,7 @@ func sendRaw(t *testing.T, c *net.UnixConn, b []byte, fds ...int) {
 // and serves a good VM afterwards, and nothing leaks.
 func TestBadInput(t *testing.T) {
 	d := startDaemon(t, 8<<20, handler.Config{HandshakeTimeout: 300 * time.Millisecond, MaxMessage: 64 << 10})
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func TestBadInput(t *testing.T) {
 		}},
 		{"wrong page size for the peer's mapping", firecracker.ReasonMapping, func(c *net.UnixConn) {
 			if len(mustHugeSizes(t)) == 0 {
-				t.Skip("no huge page sizes (CONFIG_HUGETLBFS)")
+				testutil.Skipf(t, "no huge page sizes (CONFIG_HUGETLBFS)")
 			}
 			// m has 4 KiB pages: a 2 MiB region over it does not match.
 			sendRaw(t, c, good(func(mm *firecracker.Mapping) {

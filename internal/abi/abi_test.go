@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/gouffd/uffd/internal/abi/internal/cdefs"
+	"github.com/gouffd/uffd/internal/testutil"
 )
 
 // goValues maps every C constant, struct size, and field offset, size and
@@ -259,7 +260,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // be in the Linux 6.18 table instead (checked by TestAgainstLinux618).
 func TestAgainstCHeaders(t *testing.T) {
 	if !cdefs.Available {
-		t.Skip("needs cgo (CGO_ENABLED=1 and a C compiler, on Linux) to read <linux/userfaultfd.h> and <linux/fs.h>")
+		testutil.Skipf(t, "needs cgo (CGO_ENABLED=1 and a C compiler, on Linux) to read <linux/userfaultfd.h> and <linux/fs.h>")
 	}
 	v := cdefs.Defs["LINUX_VERSION_CODE"].Value
 	t.Logf("installed headers: Linux %d.%d.%d", v>>16, v>>8&0xff, v&0xff)

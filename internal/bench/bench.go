@@ -396,7 +396,7 @@ func (b *Bench) Run(ctx context.Context) (Sample, error) {
 		return b.runChild(ctx)
 	}
 	cfg := b.cfg
-	u, err := uffd.Open(&uffd.Config{Features: cfg.Engine.features()})
+	u, err := uffd.Open(uffd.Config{Features: cfg.Engine.features()})
 	if err != nil {
 		return Sample{}, err
 	}

@@ -113,7 +113,7 @@ func faulterChild() error {
 	size := cfg.MiB << 20
 	// Page faults only, as the C reference's faulting process, unless the
 	// engine under test orders events.
-	u, err := uffd.Open(&uffd.Config{Features: cfg.Features})
+	u, err := uffd.Open(uffd.Config{Features: cfg.Features})
 	if err != nil {
 		return err
 	}

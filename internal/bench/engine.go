@@ -111,7 +111,7 @@ func (e Engine) start() (*engineRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	u, err := uffd.Open(&uffd.Config{})
+	u, err := uffd.Open(uffd.Config{})
 	if err != nil {
 		eng.Close()
 		return nil, err

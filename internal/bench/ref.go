@@ -124,10 +124,10 @@ func (r Ref) Validate(cfg Config) error {
 		return fmt.Errorf("--ref %s: not an executable file", r.Path)
 	}
 	if c&(c-1) != 0 {
-		return fmt.Errorf("ref chunk %d: want a power of two with --ref PATH (ref_handler aligns chunks with a mask; the repository's reference has no such limit)", c)
+		return fmt.Errorf("ref chunk %d: want a power of two with --ref-program (ref_handler aligns chunks with a mask; the repository's reference has no such limit)", c)
 	}
 	if r.Limits {
-		return errors.New("--limit: needs the repository's reference (no --ref PATH)")
+		return errors.New("--limit: needs the repository's reference (no --ref-program)")
 	}
 	return nil
 }

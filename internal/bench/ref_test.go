@@ -457,7 +457,7 @@ func TestFCHandlerHuge(t *testing.T) {
 // reason, and the handler goes on serving.
 func TestFCHandlerRejects(t *testing.T) {
 	h := startFCHandler(t, 1<<20)
-	u, err := uffd.Open(&uffd.Config{Features: uffd.FeatureEventRemove})
+	u, err := uffd.Open(uffd.Config{Features: uffd.FeatureEventRemove})
 	if err != nil {
 		t.Fatal(err)
 	}

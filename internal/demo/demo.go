@@ -63,7 +63,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 	if sup, err := uffd.Probe(); err == nil {
 		features = sup.Features & uffd.FeatureExactAddress
 	}
-	u, err := uffd.Open(&uffd.Config{Features: features})
+	u, err := uffd.Open(uffd.Config{Features: features})
 	if err != nil {
 		return err
 	}

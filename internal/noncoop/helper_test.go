@@ -306,7 +306,7 @@ func (h *helper) setup(cmd *command) error {
 	}
 	base := unsafe.Pointer(unsafe.SliceData(h.resv))
 	h.target = unsafe.Add(base, (ps-int(uintptr(base)%uintptr(ps)))%ps)
-	if h.u, err = uffd.Open(&uffd.Config{Features: cmd.Features}); err != nil {
+	if h.u, err = uffd.Open(uffd.Config{Features: cmd.Features}); err != nil {
 		return err
 	}
 	if cmd.Mode != 0 { // else a baseline: nothing registered

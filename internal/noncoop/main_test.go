@@ -317,7 +317,7 @@ func requireFeatures(t testing.TB, want uffd.Feature) {
 		t.Fatal(err)
 	}
 	if missing := want &^ sup.Features; missing != 0 {
-		t.Skipf("kernel lacks userfaultfd features %v", missing)
+		testutil.Skipf(t, "kernel lacks userfaultfd features %v", missing)
 	}
 	if want.Has(uffd.FeatureEventFork) {
 		// FeatureEventFork needs CAP_SYS_PTRACE, and the helpers need
@@ -326,8 +326,9 @@ func requireFeatures(t testing.TB, want uffd.Feature) {
 	}
 }
 
-// forKinds runs fn for every memory kind, reserving huge pages (need per
-// huge page of the test) for the hugetlb kinds.
+// forKinds runs fn for every memory kind, reserving hugeNeed huge pages for
+// the hugetlb kinds: all the test takes (the helper's mapping, its alias
+// for the private kind, the copies a forked child makes).
 func forKinds(t *testing.T, hugeNeed int, fn func(t *testing.T, kind mem.Kind)) {
 	for _, k := range mem.Kinds {
 		t.Run(k.String(), func(t *testing.T) {

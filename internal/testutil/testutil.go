@@ -1,6 +1,8 @@
 // Package testutil holds what the project's tests share: skips that name
-// the missing privilege or kernel feature, huge-page reservation, and leak
-// checks for descriptors and goroutines.
+// the missing privilege or kernel feature (and fail where everything is
+// required), huge-page reservation shared by parallel test processes, exact
+// allocation counts, faults taken inside system calls, machine state
+// restored after a test, and leak checks for descriptors and goroutines.
 package testutil
 
 import (
@@ -8,58 +10,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/gouffd/uffd/mem"
 )
-
-const nrHugepages = "/proc/sys/vm/nr_hugepages"
-
-// ReserveHugePages makes sure at least n default-size huge pages are free,
-// raising vm.nr_hugepages if needed, and restores the old setting when the
-// test ends. It skips the test, naming the reason, when huge pages are not
-// available or the pool cannot be raised (no privilege, or the kernel could
-// not find the memory).
-func ReserveHugePages(tb testing.TB, n int) {
-	tb.Helper()
-	if _, err := mem.HugePageSize(); err != nil {
-		tb.Skipf("kernel has no hugetlbfs (CONFIG_HUGETLBFS): %v", err)
-	}
-	total, free, err := mem.HugePages()
-	if err != nil {
-		tb.Fatalf("read huge page pool: %v", err)
-	}
-	if free >= n {
-		return
-	}
-	old, err := os.ReadFile(nrHugepages)
-	if err != nil {
-		tb.Fatalf("read %s: %v", nrHugepages, err)
-	}
-	want := total + (n - free)
-	if err := os.WriteFile(nrHugepages, []byte(strconv.Itoa(want)), 0); err != nil {
-		tb.Skipf("need %d free huge pages, have %d, and cannot raise %s (needs root): %v", n, free, nrHugepages, err)
-	}
-	tb.Cleanup(func() {
-		if err := os.WriteFile(nrHugepages, []byte(strings.TrimSpace(string(old))), 0); err != nil {
-			tb.Errorf("restore %s: %v", nrHugepages, err)
-		}
-	})
-	if _, free, _ = mem.HugePages(); free < n {
-		tb.Skipf("need %d free huge pages; the kernel found memory for only %d", n, free)
-	}
-}
-
-// RequireRoot skips a test that needs root (CAP_SYS_ADMIN and friends).
-func RequireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root")
-	}
-}
 
 func fuzzing() bool {
 	f := flag.Lookup("test.fuzz")

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -75,7 +76,7 @@ func runLocker() error {
 	}
 	if err := l.setup(conn); err != nil {
 		// The monitor waits for a handoff: an unexpected line tells it.
-		conn.Write([]byte("error: " + err.Error() + "\n"))
+		conn.Write([]byte(lockerErrorPrefix + strings.ReplaceAll(err.Error(), "\n", " ") + "\n"))
 		return err
 	}
 	for {
@@ -126,7 +127,7 @@ func (l *locker) setup(conn *net.UnixConn) error {
 	for n := range l.verify {
 		_, l.verify[n], _, _ = pageRecord(l.image[n*l.h.PageSize:])
 	}
-	if l.u, err = uffd.Open(&uffd.Config{Features: l.h.Features}); err != nil {
+	if l.u, err = uffd.Open(uffd.Config{Features: l.h.Features}); err != nil {
 		return err
 	}
 	var a areas

@@ -3,7 +3,9 @@ package stress
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -38,21 +40,32 @@ func TestModeOf(t *testing.T) {
 func requireUFFD(t *testing.T) {
 	t.Helper()
 	if _, err := uffd.Probe(); err != nil {
-		t.Skipf("no userfaultfd: %v", err)
+		testutil.Skipf(t, "no userfaultfd: %v", err)
 	}
+}
+
+// reserveFor reserves the huge pages a run of kind with areas of size
+// bytes takes.
+func reserveFor(t *testing.T, kind mem.Kind, size int) {
+	t.Helper()
+	if !kind.Huge() {
+		return
+	}
+	if _, err := mem.HugePageSize(); err != nil {
+		testutil.Skipf(t, "no huge pages: %v", err)
+	}
+	_, huge, err := needs(kind, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.ReserveHugePages(t, huge)
 }
 
 // run runs a short stress test of kind and checks what it reports.
 func run(t *testing.T, cfg Config) Result {
 	t.Helper()
 	requireUFFD(t)
-	if cfg.Kind.Huge() {
-		hps, err := mem.HugePageSize()
-		if err != nil {
-			t.Skipf("no huge pages: %v", err)
-		}
-		testutil.ReserveHugePages(t, 2*cfg.Size/hps)
-	}
+	reserveFor(t, cfg.Kind, cfg.Size)
 	var stderr bytes.Buffer
 	cfg.Stderr = &stderr
 	var progress []Bounce
@@ -183,5 +196,96 @@ func TestConfigErrors(t *testing.T) {
 	cancel()
 	if _, err := Run(cctx, Config{Kind: mem.Anonymous, Size: 1 << 20, Bounces: 1}); err == nil || !strings.Contains(err.Error(), "context canceled") {
 		t.Errorf("Run with a cancelled context: %v", err)
+	}
+}
+
+// TestNeeds: two areas of hugetlb memory take as many huge pages as they
+// have pages; private ones twice as many (with their aliases); the other
+// kinds take memory for the source and one area.
+func TestNeeds(t *testing.T) {
+	hps, err := mem.HugePageSize()
+	if err != nil {
+		testutil.Skipf(t, "no hugetlbfs: %v", err)
+	}
+	for _, tc := range []struct {
+		kind        mem.Kind
+		size        int
+		bytes, huge int
+	}{
+		{mem.Anonymous, 8 << 20, 16 << 20, 0},
+		{mem.ShmemPrivate, 8 << 20, 16 << 20, 0},
+		{mem.Hugetlb, 4 * hps, 4 * hps, 8},
+		// uffd stress hugetlb-private 8 1: 16 huge pages.
+		{mem.HugetlbPrivate, 4 * hps, 4 * hps, 16},
+	} {
+		b, h, err := needs(tc.kind, tc.size)
+		if err != nil || b != tc.bytes || h != tc.huge {
+			t.Errorf("needs(%v, %d) = %d bytes, %d huge pages, %v; want %d, %d", tc.kind, tc.size, b, h, err, tc.bytes, tc.huge)
+		}
+	}
+}
+
+// TestTooBig: a run larger than the memory available is refused before
+// anything starts, saying what it needs and what there is, instead of the
+// locker being killed by the kernel's OOM killer.
+func TestTooBig(t *testing.T) {
+	requireUFFD(t)
+	avail, err := mem.Available()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := (avail/2 + 64<<20) &^ (1<<20 - 1)
+	_, err = Run(context.Background(), Config{Kind: mem.Anonymous, Size: size, Bounces: 1, Exe: "/nonexistent/locker"})
+	if err == nil || !strings.Contains(err.Error(), "MemAvailable") || !strings.Contains(err.Error(), fmt.Sprintf("need about %d MiB", 2*size>>20)) {
+		t.Errorf("Run of 2 x %d MiB with %d MiB available: %v; want an error naming the memory needed and MemAvailable", size>>20, avail>>20, err)
+	}
+}
+
+// TestTooManyHugePages: a hugetlb run that the pool cannot hold is
+// refused with figures that agree: what it needs, and fewer available.
+func TestTooManyHugePages(t *testing.T) {
+	requireUFFD(t)
+	hps, err := mem.HugePageSize()
+	if err != nil {
+		testutil.Skipf(t, "no hugetlbfs: %v", err)
+	}
+	testutil.ReserveHugePages(t, 1) // holds the pool still
+	_, avail, err := mem.HugePages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := avail/4 + 2 // two private areas with aliases: four times
+	pages += pages % 2
+	_, err = Run(context.Background(), Config{Kind: mem.HugetlbPrivate, Size: pages * hps, CPUs: 2, Bounces: 1, Exe: "/nonexistent/locker"})
+	want := fmt.Sprintf("need %d huge pages of %d bytes, and %d are free and unreserved", 4*pages, hps, avail)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run of 2 x %d private huge pages with %d available: %v; want an error saying %q", pages, avail, err, want)
+	}
+}
+
+// TestLockerFails: a locker that cannot set up says why, and Run reports
+// that as the locker's error rather than as a malformed handoff. The
+// locker here is a script that fails as the real one does.
+func TestLockerFails(t *testing.T) {
+	requireUFFD(t)
+	exe := filepath.Join(t.TempDir(), "locker")
+	script := "#!/bin/sh\necho '" + lockerErrorPrefix + "mem: mmap 8388608 bytes of hugetlb-private: cannot allocate memory' >&3\nexit 1\n"
+	if err := os.WriteFile(exe, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	_, err := Run(ctx, Config{Kind: mem.Anonymous, Size: 1 << 20, Bounces: 1, CPUs: 2, Exe: exe})
+	if err == nil || !strings.Contains(err.Error(), "the locker failed: mem: mmap 8388608 bytes of hugetlb-private: cannot allocate memory") || strings.Contains(err.Error(), "handoff") {
+		t.Errorf("Run with a failing locker: %v; want the locker's own error", err)
+	}
+
+	// A locker that exits without a word.
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(ctx, Config{Kind: mem.Anonymous, Size: 1 << 20, Bounces: 1, CPUs: 2, Exe: exe})
+	if err == nil || !strings.Contains(err.Error(), "exit status 3 before handing over") {
+		t.Errorf("Run with a locker that exits: %v; want an error naming its exit", err)
 	}
 }

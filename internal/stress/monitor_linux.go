@@ -109,15 +109,38 @@ func newMonitor(cfg Config) (*monitor, error) {
 	}
 	m := &monitor{cfg: cfg, ps: uintptr(ps), pages: perCPU * cfg.CPUs, perCPU: perCPU, imgFd: -1}
 	m.res = Result{Kind: cfg.Kind, Server: cfg.Server, Pages: m.pages, PageSize: ps, CPUs: cfg.CPUs}
-	if cfg.Kind.Huge() {
-		if _, free, err := mem.HugePages(); err == nil && free < 2*m.pages {
-			return nil, fmt.Errorf("stress: two areas of %d huge pages need %d free huge pages, %d are: raise /proc/sys/vm/nr_hugepages", m.pages, 2*m.pages, free)
-		}
+	if err := checkMemory(cfg.Kind, m.pages*ps); err != nil {
+		return nil, err
 	}
 	if err := m.chooseFeatures(); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// checkMemory refuses a run that would not fit: memory against
+// MemAvailable, huge pages against those free and not reserved.
+func checkMemory(kind mem.Kind, size int) error {
+	bytes, huge, err := needs(kind, size)
+	if err != nil {
+		return fmt.Errorf("stress: %v needs huge pages: %w", kind, err)
+	}
+	if avail, err := mem.Available(); err == nil && bytes > avail {
+		return fmt.Errorf("stress: %v areas of %d MiB need about %d MiB of memory (the source and the area being filled), and %d MiB are available (MemAvailable): choose a smaller size",
+			kind, size>>20, bytes>>20, avail>>20)
+	}
+	if huge > 0 {
+		_, avail, err := mem.HugePages()
+		if err != nil {
+			return fmt.Errorf("stress: %v: %w", kind, err)
+		}
+		if huge > avail {
+			hps, _ := mem.HugePageSize()
+			return fmt.Errorf("stress: two %v areas of %d MiB need %d huge pages of %d bytes, and %d are free and unreserved: raise /proc/sys/vm/nr_hugepages by %d",
+				kind, size>>20, huge, hps, avail, huge-avail)
+		}
+	}
+	return nil
 }
 
 // chooseFeatures picks the features of the run: MISSING registration of
@@ -187,14 +210,24 @@ func (m *monitor) start(ctx context.Context) error {
 	}
 	m.conn = c.(*net.UnixConn)
 	m.in = bufio.NewReader(m.conn)
-	img := os.NewFile(uintptr(fd), "source")
+	// The locker's copy of the source: an os.File of its own, as it
+	// closes the descriptor it wraps (m.imgFd stays this side's).
+	imgFd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("stress: dup the source: %w", err)
+	}
+	img := os.NewFile(uintptr(imgFd), "source")
+	defer img.Close()
 	m.cmd = exec.Command(m.cfg.Exe)
 	// A locker built with -race would otherwise sleep a second at exit.
 	m.cmd.Env = append(os.Environ(), lockerEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	m.cmd.ExtraFiles = []*os.File{theirs, img}
 	m.cmd.Stdout = m.cfg.Stderr
 	m.cmd.Stderr = m.cfg.Stderr
-	if err := m.cmd.Start(); err != nil {
+	err = m.cmd.Start()
+	// The locker has its end now: without this one, its exit shows.
+	theirs.Close()
+	if err != nil {
 		return fmt.Errorf("stress: start the locker %s: %w", m.cfg.Exe, err)
 	}
 	m.exited = make(chan struct{})
@@ -205,6 +238,9 @@ func (m *monitor) start(ctx context.Context) error {
 
 	b, _ := json.Marshal(hello{Kind: m.cfg.Kind.String(), Pages: m.pages, PageSize: int(m.ps), CPUs: m.cfg.CPUs, Features: m.features, WP: m.res.WP})
 	if _, err := m.conn.Write(append(b, '\n')); err != nil {
+		if lerr := m.lockerFailed(); lerr != nil {
+			return fmt.Errorf("stress: %w", lerr)
+		}
 		return fmt.Errorf("stress: talk to the locker: %w", err)
 	}
 	type received struct {
@@ -214,7 +250,16 @@ func (m *monitor) start(ctx context.Context) error {
 	}
 	ch := make(chan received, 1)
 	go func() {
+		// A locker that cannot set up says why in one line instead of
+		// handing over: tell the two apart before reading a handoff.
+		if err := m.lockerFailed(); err != nil {
+			ch <- received{err: err}
+			return
+		}
 		u, b, _, err := handoff.Receive(m.conn, m.features)
+		if err != nil {
+			err = fmt.Errorf("the locker's userfaultfd: %w", err)
+		}
 		ch <- received{u, b, err}
 	}()
 	var r received
@@ -226,12 +271,51 @@ func (m *monitor) start(ctx context.Context) error {
 		return fmt.Errorf("stress: waiting for the locker: %w", ctx.Err())
 	}
 	if r.err != nil {
-		m.conn.SetReadDeadline(time.Now().Add(time.Second))
-		rest, _ := m.in.ReadString('\n')
-		return fmt.Errorf("stress: the locker's userfaultfd: %w %s", r.err, strings.TrimSpace(rest))
+		return fmt.Errorf("stress: %w", r.err)
 	}
 	m.u = r.u
 	return json.Unmarshal(r.b, &m.areas)
+}
+
+// lockerFailed waits for the locker's first bytes without reading them
+// and, unless they start a handoff, reads its error line (or notes that
+// it exited) and returns it as an error.
+func (m *monitor) lockerFailed() error {
+	rc, err := m.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var first [1]byte
+	var n int
+	var perr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, perr = unix.Recvfrom(int(fd), first[:], unix.MSG_PEEK)
+		return perr != unix.EAGAIN && perr != unix.EINTR
+	}); err != nil {
+		return fmt.Errorf("waiting for the locker: %w", err)
+	}
+	switch {
+	case perr == unix.ECONNRESET:
+		// The locker exited without reading all we sent.
+	case perr != nil:
+		return fmt.Errorf("waiting for the locker: %w", os.NewSyscallError("recvfrom", perr))
+	case n == 1 && first[0] == handoffFirstByte:
+		return nil
+	}
+	line, _ := m.in.ReadString('\n')
+	if msg, ok := strings.CutPrefix(strings.TrimSpace(line), lockerErrorPrefix); ok {
+		return fmt.Errorf("the locker failed: %s", msg)
+	}
+	status := "exited"
+	select {
+	case <-m.exited:
+		status = m.cmd.ProcessState.String()
+	case <-time.After(time.Second):
+	}
+	if line != "" {
+		return fmt.Errorf("the locker (%s) said %q instead of handing over its userfaultfd", status, strings.TrimSpace(line))
+	}
+	return fmt.Errorf("the locker %s before handing over its userfaultfd", status)
 }
 
 func (m *monitor) close() {

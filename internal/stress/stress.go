@@ -165,6 +165,18 @@ func (r Result) Duration() time.Duration {
 // PagesPerSecond returns the pages installed per second over all bounces.
 func (r Result) PagesPerSecond() float64 { return perSecond(r.Served(), r.Duration()) }
 
+// needs returns what a run of kind with areas of size bytes (whole pages)
+// takes at most: bytes of memory (the source, and the destination being
+// filled; the other area is empty between its bounces) and, for the
+// hugetlb kinds, huge pages (two areas, each as mem.HugePagesFor says).
+func needs(kind mem.Kind, size int) (bytes, hugePages int, err error) {
+	if !kind.Huge() {
+		return 2 * size, 0, nil
+	}
+	per, err := mem.HugePagesFor(kind, size)
+	return size, 2 * per, err
+}
+
 func perSecond(n uint64, d time.Duration) float64 {
 	if d <= 0 {
 		return 0

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"log"
 
+	"github.com/gouffd/uffd/internal/stress"
 	"github.com/gouffd/uffd/mem"
-	"github.com/gouffd/uffd/stress"
 )
 
 // A program that runs the stress test calls LockerMain first: Run starts

@@ -25,6 +25,15 @@ const (
 	offIndex = 24
 )
 
+// A locker that cannot set up writes one line, lockerErrorPrefix and the
+// error, where the monitor waits for the handoff of its userfaultfd, and
+// exits; a handoff starts with handoffFirstByte (of handoff's "UFD1"),
+// which the monitor peeks at to tell the two apart.
+const (
+	lockerErrorPrefix = "error: "
+	handoffFirstByte  = 'U'
+)
+
 // hello configures the locker.
 type hello struct {
 	Kind     string
