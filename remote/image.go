@@ -400,7 +400,8 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // Close stops fetching: pending requests get ErrClosed. The cache keeps
-// what was fetched.
+// what was fetched. Stop serving from the image first (a pager copies from
+// its mapping, which Close of its Cache unmaps).
 func (im *Image) Close() error {
 	im.closeOnce.Do(func() {
 		im.stop()

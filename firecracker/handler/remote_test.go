@@ -55,12 +55,12 @@ func TestRemoteImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cache.Close()
+	t.Cleanup(func() { cache.Close() }) // after the daemon stopped (cleanups run last first)
 	im, err := remote.Open(context.Background(), base+"/mem", remote.Config{Cache: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer im.Close()
+	t.Cleanup(func() { im.Close() })
 	d := startDaemonOn(t, dir, path, data, im, handler.Config{})
 	var wg sync.WaitGroup
 	for range 3 {

@@ -80,8 +80,9 @@ type Server struct {
 
 	m serverMetrics
 
+	engineMu  sync.Mutex
 	engine    *pager.Engine // serves every VM
-	ownEngine bool          // New started it
+	ownEngine bool          // the first VM started it
 }
 
 // New returns a server for cfg, after Validate and, in RecordReplay, a
@@ -111,17 +112,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.RecordFor = DefaultRecordFor
 	}
 	sizes, _ := mem.HugePageSizes() // none: only base pages are accepted
-	eng, own := cfg.Engine, false
-	if eng == nil {
-		var err error
-		if eng, err = pager.NewEngine(pager.EngineConfig{}); err != nil {
-			return nil, fmt.Errorf("handler: %w", err)
-		}
-		own = true
-	}
 	s := &Server{
-		engine:     eng,
-		ownEngine:  own,
+		engine:     cfg.Engine,
 		cfg:        cfg,
 		log:        cfg.Logger,
 		pageSizes:  sizes,
@@ -288,12 +280,30 @@ func (s *Server) shutdown() int {
 	return len(vms)
 }
 
-// closeEngine stops the engine New started, once no VM uses it.
+// vmEngine returns the engine that serves the VMs: Config.Engine, or one
+// started on every CPU with the first VM.
+func (s *Server) vmEngine() (*pager.Engine, error) {
+	s.engineMu.Lock()
+	defer s.engineMu.Unlock()
+	if s.engine == nil {
+		eng, err := pager.NewEngine(pager.EngineConfig{})
+		if err != nil {
+			return nil, fmt.Errorf("handler: %w", err)
+		}
+		s.engine, s.ownEngine = eng, true
+	}
+	return s.engine, nil
+}
+
+// closeEngine stops the engine the server started, once no VM uses it.
 func (s *Server) closeEngine() {
+	s.engineMu.Lock()
+	defer s.engineMu.Unlock()
 	if s.ownEngine {
 		if err := s.engine.Close(); err != nil {
 			s.log.Error("engine", "err", err)
 		}
+		s.engine, s.ownEngine = nil, false
 	}
 }
 

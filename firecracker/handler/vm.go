@@ -67,8 +67,12 @@ func (s *Server) newVM(id uint64, log *slog.Logger, c *net.UnixConn, p peer, u *
 	}
 	s.mu.Unlock()
 
+	eng, err := s.vmEngine()
+	if err != nil {
+		return nil, reject(ReasonOverloaded, "%v", err)
+	}
 	cfg := pager.Config{
-		Engine:   s.engine,
+		Engine:   eng,
 		Prefetch: s.cfg.Prefetch,
 		OnError:  v.onError,
 	}
