@@ -48,7 +48,7 @@ type runFunc func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 // commands are the subcommands, in the order the usage lists them.
 func commands() []*command {
-	return []*command{demoCmd, featuresCmd, benchCmd, firecrackerCmd, stressCmd, imageCmd, versionCmd}
+	return []*command{demoCmd, featuresCmd, benchCmd, firecrackerCmd, stressCmd, imageCmd, hazardCmd, versionCmd}
 }
 
 func lookup(name string) *command {

@@ -11,6 +11,7 @@
 //	uffd stress [--cpus int] [--no-wp] [--pager] TYPE MiB BOUNCES
 //	                                 the kernel's uffd-stress test
 //	uffd image push|pull|stat|index  memory images in S3 and on HTTP servers
+//	uffd hazard [flags]              why the pager's engine is not Go's, shown
 //	uffd version                     the module version and VCS revision
 //
 // 'uffd <command> -h' prints a command's arguments and flags. The
@@ -39,6 +40,9 @@ func main() {
 	// A child of `uffd bench` (a faulting process, a test VM) runs its own
 	// program.
 	if code, ok := benchChild(); ok {
+		os.Exit(code)
+	}
+	if code, ok := hazardChild(); ok {
 		os.Exit(code)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
