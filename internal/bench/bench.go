@@ -424,6 +424,13 @@ func (b *Bench) Run(ctx context.Context) (Sample, error) {
 	defer stopServe()
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(serveCtx) }()
+	// The faulters start once the engine serves, as the C reference's
+	// once its handlers run.
+	select {
+	case <-p.Serving():
+	case err := <-served:
+		return Sample{}, fmt.Errorf("bench: pager: %w", err)
+	}
 
 	// When the pager stops before the faulters are done (an error, or ctx
 	// ended), closing the userfaultfd lets the kernel fill the rest of the

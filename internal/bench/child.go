@@ -300,6 +300,13 @@ func (b *Bench) runChild(ctx context.Context) (Sample, error) {
 	defer stopServe()
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(serveCtx) }()
+	// The faulters start once the engine serves, as the C reference's
+	// once its handlers run.
+	select {
+	case <-p.Serving():
+	case err := <-served:
+		return Sample{}, fmt.Errorf("bench: pager: %w", err)
+	}
 	// A pager that stops early: closing the userfaultfd lets the child's
 	// faulters go on with zero pages, which its check reports.
 	done := make(chan struct{})
