@@ -1,0 +1,486 @@
+//go:build linux && cgo
+
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/pager"
+)
+
+// Region is memory to snapshot: a range of the process whose userfaultfd
+// the Snapshotter holds.
+type Region struct {
+	Start, Len uintptr
+	// PageSize is the memory's page size: 0 for the base page size, the
+	// huge page size for hugetlbfs (its pages are protected and saved
+	// whole).
+	PageSize int
+}
+
+// Config holds a Snapshotter's options. The zero value of every field but
+// Regions means its default.
+type Config struct {
+	// Regions are laid out in the image one after the other, in order.
+	Regions []Region
+	// Pid is the process the regions belong to, when the userfaultfd was
+	// handed over by another process (0: this process).
+	Pid int
+	// Track keeps tracking writes after each snapshot, so that the next
+	// one saves only the pages written since (an incremental snapshot).
+	// Tracking costs one write-protect fault on the first write to each
+	// page after a snapshot.
+	Track bool
+	// Buffer bounds the memory of pages copied and not yet written out
+	// (default pager.DefaultProtectBuffer). A slow destination makes
+	// writers wait for room instead of growing it.
+	Buffer int
+	// Block is the most bytes a write fault saves around its page
+	// (default pager.DefaultProtectBlock).
+	Block int
+	// ArmChunk is the bytes write-protected per ioctl while arming, with
+	// writers running (default 64 MiB).
+	ArmChunk int
+	// Rounds bounds the passes that protect again the pages written while
+	// arming (default 8); Small ends them early: a dirty set of at most
+	// Small pages is protected at the instant itself (default 64).
+	Rounds, Small int
+	// SaveRun is the most pages the background pass copies at once
+	// (default 64).
+	SaveRun int
+	// Engine serves the faults; nil starts one for the Snapshotter.
+	Engine *pager.Engine
+}
+
+// Features returns the userfaultfd features a Snapshotter needs for
+// memory of the given kinds of mapping: write-protect faults, protection
+// of unpopulated pages, and write-protection of shmem and hugetlbfs.
+func Features(fileBacked bool) uffd.Feature {
+	f := uffd.FeatureWPFaults | uffd.FeatureWPUnpopulated
+	if fileBacked {
+		f |= uffd.FeatureWPHugetlbfsShmem
+	}
+	return f
+}
+
+// Snapshotter takes snapshots of registered memory while its writers keep
+// running. Its methods are not for concurrent use, except Close.
+type Snapshotter struct {
+	u    *uffd.UFFD
+	cfg  Config
+	p    *pager.Pager
+	prot *pager.Protector
+	size int64
+
+	cancel context.CancelFunc
+	served chan error
+
+	mu       sync.Mutex
+	closed   bool
+	tracking bool // the last snapshot succeeded and Track is on
+	last     ID   // the last layer written
+
+	goWritten int64 // bytes the Go drain wrote in this save
+}
+
+// Errors.
+var (
+	// ErrClosed is returned by a Snapshotter that was closed.
+	ErrClosed = errors.New("snapshot: closed")
+)
+
+// New registers cfg.Regions in write-protect mode on u and returns a
+// Snapshotter for them. u needs Features (FeatureWPHugetlbfsShmem for
+// shmem and hugetlbfs); its regions must not be registered on another
+// userfaultfd. The Snapshotter does not own u; Close unregisters the
+// regions.
+func New(u *uffd.UFFD, cfg Config) (*Snapshotter, error) {
+	if len(cfg.Regions) == 0 {
+		return nil, errors.New("snapshot: no regions")
+	}
+	if missing := (uffd.FeatureWPFaults | uffd.FeatureWPUnpopulated) &^ u.Features(); missing != 0 {
+		return nil, fmt.Errorf("snapshot: the userfaultfd lacks %v (open it with snapshot.Features)", missing)
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.ArmChunk, 64<<20)
+	def(&cfg.Rounds, 8)
+	def(&cfg.Small, 64)
+	def(&cfg.SaveRun, 64)
+	if cfg.ArmChunk < 0 || cfg.Rounds < 0 || cfg.Small < 0 || cfg.SaveRun < 0 || cfg.Pid < 0 {
+		return nil, errors.New("snapshot: negative ArmChunk, Rounds, Small, SaveRun or Pid")
+	}
+	cfg.Regions = append([]Region(nil), cfg.Regions...)
+	ranges := make([]pager.ProtectRange, len(cfg.Regions))
+	var off int64
+	for i, r := range cfg.Regions {
+		if r.PageSize == 0 {
+			cfg.Regions[i].PageSize = os.Getpagesize()
+			r.PageSize = cfg.Regions[i].PageSize
+		}
+		ranges[i] = pager.ProtectRange{Start: r.Start, Len: r.Len, PageSize: r.PageSize, Offset: off}
+		off += int64(r.Len)
+	}
+	p, err := pager.New(u, pager.Config{Engine: cfg.Engine})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	var registered []Region
+	unregister := func() {
+		for _, r := range registered {
+			u.Unregister(r.Start, r.Len)
+		}
+	}
+	for _, r := range cfg.Regions {
+		if _, err := u.Register(r.Start, r.Len, uffd.ModeWriteProtect); err != nil {
+			unregister()
+			return nil, fmt.Errorf("snapshot: register %#x+%#x for write-protection: %w", r.Start, r.Len, err)
+		}
+		registered = append(registered, r)
+	}
+	prot, err := p.NewProtector(pager.ProtectorConfig{Ranges: ranges, Buffer: cfg.Buffer, Block: cfg.Block, Pid: cfg.Pid})
+	if err != nil {
+		unregister()
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	s := &Snapshotter{u: u, cfg: cfg, p: p, prot: prot, size: off, served: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.served <- p.Serve(ctx) }()
+	select {
+	case <-p.Serving():
+	case err := <-s.served:
+		s.served <- err
+		prot.Close()
+		unregister()
+		cancel()
+		if err == nil {
+			err = uffd.ErrClosed
+		}
+		return nil, fmt.Errorf("snapshot: serving: %w", err)
+	}
+	return s, nil
+}
+
+// Size returns the bytes of the image: the regions' lengths added up.
+func (s *Snapshotter) Size() int64 { return s.size }
+
+// Regions returns the regions, with their page sizes filled in.
+func (s *Snapshotter) Regions() []Region { return append([]Region(nil), s.cfg.Regions...) }
+
+// Close ends the Snapshotter: nothing stays protected, every writer is
+// released, the regions are unregistered.
+func (s *Snapshotter) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.prot.Close()
+	s.cancel()
+	if e := <-s.served; e != nil && err == nil {
+		err = e
+	}
+	for _, r := range s.cfg.Regions {
+		if e := s.u.Unregister(r.Start, r.Len); e != nil && err == nil && !errors.Is(e, uffd.ErrClosed) {
+			err = e
+		}
+	}
+	return err
+}
+
+// Result describes a snapshot taken.
+type Result struct {
+	Header
+	// Instant is when the snapshot's contents were the memory's.
+	Instant time.Time
+	// Arm is how long arming took (writers running, faulting at most
+	// once per page); Pause is the last part, when writers of pages not
+	// yet protected again were held; Save is from the instant to the
+	// last byte written.
+	Arm, Pause, Save time.Duration
+	// Rounds of protecting again the pages written while arming, and the
+	// pages protected at the instant.
+	Rounds, Final int
+	// Pages saved (of each region's page size), and bytes written out
+	// (zero pages are holes).
+	Pages   int64
+	Written int64
+	// Stats are the protector's counters for this snapshot.
+	Stats pager.ProtectStats
+}
+
+// Take takes a snapshot and writes it to dst as a layer (see OpenLayer):
+// a full one the first time, after a failed snapshot or without
+// Config.Track; else a diff holding the pages written since the last
+// snapshot. dst must read as zeroes where nothing was written (a new or
+// truncated file): zero pages are not written. An *os.File is written by
+// a thread of the engine's (no Go code in the loop); any other
+// io.WriterAt by a goroutine. When ctx ends or dst fails, everything is
+// unprotected, every writer released, and the error returned.
+func (s *Snapshotter) Take(ctx context.Context, dst io.WriterAt) (*Result, error) {
+	return s.take(ctx, dst, false)
+}
+
+// TakeFull takes a full snapshot, whatever the tracking state.
+func (s *Snapshotter) TakeFull(ctx context.Context, dst io.WriterAt) (*Result, error) {
+	return s.take(ctx, dst, true)
+}
+
+// TakeFile takes a snapshot into a new file at path (Take), created or
+// truncated, and synced.
+func (s *Snapshotter) TakeFile(ctx context.Context, path string) (*Result, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	res, err := s.Take(ctx, f)
+	if err == nil {
+		if err = f.Sync(); err != nil {
+			err = fmt.Errorf("snapshot: %w", err)
+		}
+	}
+	if e := f.Close(); e != nil && err == nil {
+		err = fmt.Errorf("snapshot: %w", e)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (s *Snapshotter) take(ctx context.Context, dst io.WriterAt, forceFull bool) (res *Result, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	w := s.prot
+	full := forceFull || !s.tracking
+	track := s.cfg.Track
+	s.tracking = false // until this one succeeds
+	res = &Result{}
+	aborted := false
+	abort := func() {
+		if !aborted {
+			aborted = true
+			w.Abort()
+		}
+	}
+	defer func() {
+		if err != nil {
+			abort()
+		}
+	}()
+	t0 := time.Now()
+	st0 := w.Stats()
+
+	// Arm: protect everything (full) in chunks while faults are answered
+	// at once and marked; then protect the marked pages again until few
+	// are left.
+	if full {
+		w.SetMode(pager.ProtectTrack, track)
+		for _, r := range s.cfg.Regions {
+			chunk := uintptr(s.cfg.ArmChunk) / uintptr(r.PageSize) * uintptr(r.PageSize)
+			chunk = max(chunk, uintptr(r.PageSize))
+			for a := r.Start; a < r.Start+r.Len; a += chunk {
+				if err := ctx.Err(); err != nil {
+					return nil, fmt.Errorf("snapshot: %w", err)
+				}
+				if err := w.Protect(a, min(chunk, r.Start+r.Len-a), true); err != nil {
+					return nil, fmt.Errorf("snapshot: arming: %w", err)
+				}
+			}
+		}
+	}
+	for res.Rounds < s.cfg.Rounds && w.DirtyPages() > s.cfg.Small {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+		if _, _, err := w.ProtectDirty(); err != nil {
+			return nil, fmt.Errorf("snapshot: arming: %w", err)
+		}
+		res.Rounds++
+	}
+	// The instant: hold new faults, protect the last marked pages. Every
+	// page is then protected and unwritten since its protection.
+	t1 := time.Now()
+	w.SetMode(pager.ProtectHold, track)
+	final, _, err := w.ProtectDirty()
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: the instant: %w", err)
+	}
+	res.Instant = time.Now()
+	res.Final = final
+	w.BeginSave(full)
+	res.Arm, res.Pause = res.Instant.Sub(t0), res.Instant.Sub(t1)
+
+	// Save: the background pass in address order, faults first; runs go
+	// to dst.
+	hdr := Header{Full: full, Size: s.size, ID: newID()}
+	if !full {
+		hdr.Parent = s.last
+	}
+	index, units, pages := s.layerIndex()
+	hdr.Units, res.Pages = units, pages
+	saveErr := s.save(ctx, w, dst)
+	if saveErr != nil {
+		return nil, saveErr
+	}
+	if err := writeIndex(dst, &hdr, index); err != nil {
+		return nil, err
+	}
+	if err := w.Finish(track); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	res.Save = time.Since(res.Instant)
+	res.Header = hdr
+	res.Stats = w.Stats().Sub(st0)
+	res.Written = int64(res.Stats.Written)
+	if _, ok := dst.(*os.File); !ok {
+		res.Written = s.goWritten
+	}
+	s.tracking = track
+	s.last = hdr.ID
+	return res, nil
+}
+
+// layerIndex returns the layer's index (a bit per unit) for the save
+// begun, and its units and pages.
+func (s *Snapshotter) layerIndex() (index []uint64, units, pages int64) {
+	index = make([]uint64, words(s.size))
+	var off int64
+	for i, r := range s.cfg.Regions {
+		per := int64(r.PageSize / Unit)
+		for j, w := range s.prot.Layer(i) {
+			for w != 0 {
+				b := int64(j*64) + int64(bits.TrailingZeros64(w))
+				w &= w - 1
+				pages++
+				u0 := (off + b*int64(r.PageSize)) / Unit
+				for u := u0; u < u0+per; u++ {
+					index[u/64] |= 1 << (u % 64)
+				}
+				units += per
+			}
+		}
+		off += int64(r.Len)
+	}
+	return index, units, pages
+}
+
+// save runs the background pass and writes the saved runs to dst.
+func (s *Snapshotter) save(ctx context.Context, w *pager.Protector, dst io.WriterAt) error {
+	s.goWritten = 0
+	f, isFile := dst.(*os.File)
+	if isFile {
+		if err := w.DrainTo(f); err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var drainErr error
+	if !isFile {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			drainErr = s.drain(ctx, w, dst, stop)
+		}()
+	}
+	var err error
+	for {
+		if err = ctx.Err(); err != nil {
+			err = fmt.Errorf("snapshot: %w", err)
+			break
+		}
+		if err = w.Err(); err != nil {
+			break
+		}
+		_, done, e := w.SaveStep(s.cfg.SaveRun, 10*time.Millisecond)
+		if e != nil {
+			err = e
+			break
+		}
+		if done {
+			break
+		}
+	}
+	if err != nil {
+		w.Abort() // releases every writer; the drain drops what is left
+	}
+	if isFile {
+		if e := w.DrainWait(); e != nil && err == nil {
+			err = e
+		}
+	} else {
+		close(stop)
+		wg.Wait()
+		if drainErr != nil && err == nil {
+			err = drainErr
+		}
+	}
+	if err == nil {
+		err = w.Err()
+	}
+	if err != nil {
+		var oe *uffd.OpError
+		if errors.As(err, &oe) {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		return err
+	}
+	return nil
+}
+
+// drain writes saved runs to dst until the save is complete (stop closed
+// and nothing pending) or fails.
+func (s *Snapshotter) drain(ctx context.Context, w *pager.Protector, dst io.WriterAt, stop <-chan struct{}) error {
+	runs := make([]pager.SavedRun, 64)
+	var failed error
+	for {
+		n := w.Take(runs)
+		for _, r := range runs[:n] {
+			if failed == nil {
+				if _, err := dst.WriteAt(r.Data, r.Off); err != nil {
+					failed = fmt.Errorf("snapshot: writing %d bytes at offset %d: %w", len(r.Data), r.Off, err)
+					w.Abort()
+				} else {
+					s.goWritten += int64(len(r.Data))
+				}
+			}
+			w.Release(r)
+		}
+		if n > 0 {
+			continue
+		}
+		select {
+		case <-stop:
+			if w.Pending() == 0 || failed != nil || w.Err() != nil {
+				if n := w.Take(runs); n > 0 {
+					for _, r := range runs[:n] {
+						w.Release(r)
+					}
+					if failed == nil {
+						failed = errors.New("snapshot: runs queued after the save ended")
+					}
+				}
+				return failed
+			}
+		default:
+		}
+		w.Wait(ctx, 5*time.Millisecond)
+	}
+}
