@@ -82,11 +82,16 @@ func words(b []byte) []uint64 {
 // written by every writer) and writes tag(w, seq) with seq its write
 // count, logging each word it wrote: the log's index is the sequence
 // number.
-func tag(w, seq int) uint64 { return uint64(w+1)<<48 | uint64(seq) }
+// Tags also carry the writers' run, so that no run writes a value an
+// earlier one left.
+func tag(run, w, seq int) uint64 { return uint64(run)<<56 | uint64(w+1)<<48 | uint64(seq) }
+
+var runs atomic.Int64
 
 func initial(k int) uint64 { return 1<<63 | uint64(k) }
 
 type writers struct {
+	run   int
 	n     int
 	logs  [][]uint32
 	stop  atomic.Bool
@@ -103,7 +108,7 @@ func fill(b []byte) {
 
 // start runs n writers over b; write performs one write of val at word k.
 func startWriters(b []byte, n, limit int, write func(p []uint64, b []byte, k int, val uint64)) *writers {
-	ws := &writers{n: n, logs: make([][]uint32, n)}
+	ws := &writers{run: int(runs.Add(1)), n: n, logs: make([][]uint32, n)}
 	p := words(b)
 	per := len(p) / n
 	for w := range n {
@@ -114,7 +119,7 @@ func startWriters(b []byte, n, limit int, write func(p []uint64, b []byte, k int
 			log := make([]uint32, 0, limit)
 			for seq := 0; seq < limit && !ws.stop.Load(); seq++ {
 				k := r.IntN(per)*n + w
-				write(p, b, k, tag(w, seq))
+				write(p, b, k, tag(ws.run, w, seq))
 				log = append(log, uint32(k))
 				ws.count.Add(1)
 			}
@@ -134,14 +139,22 @@ func plainWrite(p []uint64, _ []byte, k int, val uint64) { atomic.StoreUint64(&p
 // checkCut checks that img is the memory as it was at one instant of the
 // writers' runs: for each writer, its words hold exactly the effect of a
 // prefix of its writes (the longest seen in img), every byte checked.
-func checkCut(t *testing.T, img []byte, ws *writers) (cuts []int) {
+// before holds the words as they were when the writers started (nil:
+// their initial values).
+func checkCut(t *testing.T, img []byte, ws *writers, before []uint64) (cuts []int) {
 	t.Helper()
 	p := words(img)
+	was := func(k int) uint64 {
+		if before != nil {
+			return before[k]
+		}
+		return initial(k)
+	}
 	cuts = make([]int, ws.n)
 	for k, v := range p {
-		if v>>63 == 0 {
-			w, seq := int(v>>48)-1, int(v&(1<<48-1))
-			if w != k%ws.n || seq >= len(ws.logs[w]) || int(ws.logs[w][seq]) != k {
+		if v != was(k) {
+			w, seq := int(v>>48&0xff)-1, int(v&(1<<48-1))
+			if int(v>>56) != ws.run || w != k%ws.n || seq >= len(ws.logs[w]) || int(ws.logs[w][seq]) != k {
 				t.Fatalf("word %d holds %#x: no such write by writer %d", k, v, w)
 			}
 			cuts[w] = max(cuts[w], seq+1)
@@ -149,11 +162,11 @@ func checkCut(t *testing.T, img []byte, ws *writers) (cuts []int) {
 	}
 	want := make([]uint64, len(p))
 	for k := range want {
-		want[k] = initial(k)
+		want[k] = was(k)
 	}
 	for w, log := range ws.logs {
 		for seq, k := range log[:cuts[w]] {
-			want[k] = tag(w, seq)
+			want[k] = tag(ws.run, w, seq)
 		}
 	}
 	bad := 0
@@ -222,7 +235,7 @@ func TestConsistentUnderWriters(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				cuts := checkCut(t, readData(t, path, size), ws)
+				cuts := checkCut(t, readData(t, path, size), ws, nil)
 				t.Logf("%s: cut at %v of %d writes; %d writes during the snapshot; arm %v, pause %v (%d rounds, %d pages at the instant), save %v; %+v",
 					dest, cuts, ws.count.Load(), during, res.Arm, res.Pause, res.Rounds, res.Final, res.Save, res.Stats)
 				if !res.Full || res.Pages != int64(size/f.m.PageSize) {
