@@ -23,6 +23,8 @@ package pager
 #cgo nocallback ps_dirty_count
 #cgo noescape ps_begin_save
 #cgo nocallback ps_begin_save
+#cgo noescape ps_instant
+#cgo nocallback ps_instant
 #cgo noescape ps_save_step
 #cgo nocallback ps_save_step
 #cgo noescape ps_take
@@ -152,7 +154,8 @@ type SavedRun struct {
 // HoldMax and ParkMax, which are those of the last save (BeginSave).
 type ProtectStats struct {
 	WPFaults      uint64 // write-protect fault messages
-	Tracked       uint64 // answered as tracking (marked dirty)
+	Tracked       uint64 // answered in ProtectTrack (marked dirty)
+	Late          uint64 // in ProtectSave, on a page saved already
 	Held          uint64 // kept in ProtectHold
 	CowFaults     uint64 // faults that saved their block first
 	CowPages      uint64 // pages those saved
@@ -171,6 +174,7 @@ func (s ProtectStats) Sub(o ProtectStats) ProtectStats {
 	d := s
 	d.WPFaults -= o.WPFaults
 	d.Tracked -= o.Tracked
+	d.Late -= o.Late
 	d.Held -= o.Held
 	d.CowFaults -= o.CowFaults
 	d.CowPages -= o.CowPages
@@ -311,6 +315,16 @@ func (w *Protector) BeginSave(full bool) {
 	C.ps_begin_save(w.c, cbool(full))
 }
 
+// Instant takes the instant in one call into C: ProtectHold, the last
+// ProtectDirty, BeginSave. It returns the pages protected then, and how
+// long new faults were held before every page was protected (the pause).
+func (w *Protector) Instant(full, track bool) (final int, pause time.Duration, err error) {
+	var f C.int64_t
+	var h, i C.uint64_t
+	e := C.ps_instant(w.c, cbool(full), cbool(track), &f, &h, &i)
+	return int(f), time.Duration(i - h), w.errno("UFFDIO_WRITEPROTECT", e)
+}
+
 // SaveStep saves the next run of at most maxPages pages in address order.
 // With no free slots it waits up to wait for some and returns 0. done:
 // nothing is left to save.
@@ -428,7 +442,7 @@ func (w *Protector) Stats() ProtectStats {
 	var c C.ps_counters
 	C.ps_counters_read(w.c, &c)
 	return ProtectStats{
-		WPFaults: uint64(c.wp_faults), Tracked: uint64(c.tracked), Held: uint64(c.held),
+		WPFaults: uint64(c.wp_faults), Tracked: uint64(c.tracked), Late: uint64(c.late), Held: uint64(c.held),
 		CowFaults: uint64(c.cow_faults), CowPages: uint64(c.cow_pages), BgPages: uint64(c.bg_pages),
 		ZeroPages: uint64(c.zero_pages), Parked: uint64(c.parked), Written: uint64(c.written),
 		ProtectIoctls: uint64(c.protect_ioctls), SlotsPeak: uint64(c.slots_peak) * uint64(w.unit),

@@ -293,7 +293,7 @@ static int save_fault(pg_snap *s, ps_range *r, int64_t i, uint64_t t0) {
 			int err = wp(s, paddr(r, i), r->psize, 0);
 			if (err) set_err(s, err);
 			if (s->track) b_set(r->dirty, i);
-			ps_add64(&s->c.tracked, 1);
+			ps_add64(&s->c.late, 1);
 			return R_DONE;
 		}
 		if (b_tas(r->claim, i)) break;
@@ -592,6 +592,20 @@ int ps_begin_save(pg_snap *s, int full) {
 		free(v);
 	}
 	return 0;
+}
+
+// ps_instant takes the instant in one call: hold new faults, protect the
+// last dirty pages, begin the save. *hold_ns and *instant_ns: when the
+// hold began and when the protection returned (CLOCK_MONOTONIC).
+int ps_instant(pg_snap *s, int full, int track, int64_t *final, uint64_t *hold_ns, uint64_t *instant_ns) {
+	*hold_ns = ps_now();
+	ps_set_mode(s, PS_HOLD, track);
+	int64_t runs;
+	int err = ps_protect_dirty(s, final, &runs);
+	*instant_ns = ps_now();
+	if (err) return err;
+	ps_clear_err(s);
+	return ps_begin_save(s, full);
 }
 
 // ps_save_step saves the next run of pages still to save (at most

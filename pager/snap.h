@@ -31,7 +31,8 @@ typedef struct {
 
 typedef struct {
 	uint64_t wp_faults;   // write-protect fault messages
-	uint64_t tracked;     // answered in PS_TRACK (or as tracking in PS_SAVE)
+	uint64_t tracked;     // answered in PS_TRACK
+	uint64_t late;        // in PS_SAVE, on a page saved already (tracking, or a repeated message)
 	uint64_t held;        // kept in PS_HOLD
 	uint64_t cow_faults;  // faults that saved their block first
 	uint64_t cow_pages;   // pages saved by those faults
@@ -63,6 +64,7 @@ int ps_protect(pg_snap *s, uint64_t start, uint64_t len, int on);
 int ps_protect_dirty(pg_snap *s, int64_t *pages, int64_t *runs);
 int64_t ps_dirty_count(pg_snap *s);
 int ps_begin_save(pg_snap *s, int full);
+int ps_instant(pg_snap *s, int full, int track, int64_t *final, uint64_t *hold_ns, uint64_t *instant_ns);
 
 // Saving.
 int64_t ps_save_step(pg_snap *s, int64_t max_pages, int wait_ms, int *done);

@@ -89,6 +89,8 @@ type Snapshotter struct {
 	last     ID   // the last layer written
 
 	goWritten int64 // bytes the Go drain wrote in this save
+
+	armHook func(chunk int) // tests: called after each chunk of the first protect pass
 }
 
 // Errors.
@@ -178,6 +180,9 @@ func (s *Snapshotter) Size() int64 { return s.size }
 
 // Regions returns the regions, with their page sizes filled in.
 func (s *Snapshotter) Regions() []Region { return append([]Region(nil), s.cfg.Regions...) }
+
+// Stats returns the protector's counters since New.
+func (s *Snapshotter) Stats() pager.ProtectStats { return s.prot.Stats() }
 
 // Close ends the Snapshotter: nothing stays protected, every writer is
 // released, the regions are unregistered.
@@ -302,6 +307,9 @@ func (s *Snapshotter) take(ctx context.Context, dst io.WriterAt, forceFull bool)
 				if err := w.Protect(a, min(chunk, r.Start+r.Len-a), true); err != nil {
 					return nil, fmt.Errorf("snapshot: arming: %w", err)
 				}
+				if s.armHook != nil {
+					s.armHook(int((a - r.Start) / chunk))
+				}
 			}
 		}
 	}
@@ -316,16 +324,13 @@ func (s *Snapshotter) take(ctx context.Context, dst io.WriterAt, forceFull bool)
 	}
 	// The instant: hold new faults, protect the last marked pages. Every
 	// page is then protected and unwritten since its protection.
-	t1 := time.Now()
-	w.SetMode(pager.ProtectHold, track)
-	final, _, err := w.ProtectDirty()
+	final, pause, err := w.Instant(full, track)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: the instant: %w", err)
 	}
 	res.Instant = time.Now()
-	res.Final = final
-	w.BeginSave(full)
-	res.Arm, res.Pause = res.Instant.Sub(t0), res.Instant.Sub(t1)
+	res.Final, res.Pause = final, pause
+	res.Arm = res.Instant.Sub(t0)
 
 	// Save: the background pass in address order, faults first; runs go
 	// to dst.
@@ -428,11 +433,10 @@ func (s *Snapshotter) save(ctx context.Context, w *pager.Protector, dst io.Write
 	} else {
 		close(stop)
 		wg.Wait()
-		if drainErr != nil && err == nil {
-			err = drainErr
-		}
 	}
-	if err == nil {
+	if drainErr != nil {
+		err = drainErr // the cause; w.Err is then our own abort's
+	} else if err == nil {
 		err = w.Err()
 	}
 	if err != nil {
