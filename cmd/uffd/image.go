@@ -20,6 +20,8 @@ Memory images in object storage and on HTTP servers:
                               its index (zero pages, chunk checksums) beside it
   pull URL FILE               download an image (parallel; zero chunks skipped)
   stat URL                    an image's size, version and index
+  compact -o OUT LAYER...     fold a chain of snapshot layers (package snapshot:
+                              a full layer and its diffs, oldest first) into one
   index FILE                  write FILE's index to FILE.uffd-index (for images
                               served over HTTP)
 
@@ -30,7 +32,7 @@ configuration: AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL_S3,
 
 func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return &usageError{"image: no command given (push, pull, stat, index)"}
+		return &usageError{"image: no command given (push, pull, stat, index, compact)"}
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "push":
@@ -41,11 +43,13 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runImageStat(ctx, rest, stdout, stderr)
 	case "index":
 		return runImageIndex(ctx, rest, stdout, stderr)
+	case "compact":
+		return runImageCompact(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, imageUsage)
 		return nil
 	default:
-		return &usageError{fmt.Sprintf("image: unknown command %q (push, pull, stat, index)", cmd)}
+		return &usageError{fmt.Sprintf("image: unknown command %q (push, pull, stat, index, compact)", cmd)}
 	}
 }
 

@@ -8,6 +8,8 @@
 //	uffd firecracker [flags]    a Firecracker snapshot-restore page-fault handler
 //	uffd stress TYPE MiB N      the kernel's uffd-stress test, N bounces
 //	uffd image push|pull|stat|index  memory images in S3 and on HTTP servers
+//	uffd image compact -o OUT LAYER... fold snapshot layers into one
+//	uffd bench snapshot [flags]       live snapshots against fork()
 //
 // The subcommands are thin wiring over packages: internal/demo,
 // features, bench, firecracker/handler, stress and remote.
@@ -43,6 +45,9 @@ Commands:
                         private anonymous region touched page by page);
                         --ref PATH runs the C reference in the same run and
                         prints the ratios
+  bench snapshot [flags]
+                        live snapshots (package snapshot) against fork():
+                        writers' longest stall, throughput, duration, memory
   firecracker --socket PATH --mem-file FILE [flags]
                         serve the guest memory of Firecracker microVMs
                         restored from a snapshot (its UFFD backend)
@@ -53,6 +58,8 @@ Commands:
                         memory images in S3 (s3://BUCKET/KEY) and on HTTP
                         servers: upload with an index of zero chunks and
                         checksums, download, describe
+  image compact -o OUT LAYER...
+                        fold a chain of snapshot layers into one
 
 Run 'uffd <command> -h' for a command's flags.
 `
@@ -109,6 +116,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "features":
 		return runFeatures(rest, stdout, stderr)
 	case "bench":
+		if len(rest) > 0 && rest[0] == "snapshot" {
+			return runBenchSnapshot(ctx, rest[1:], stdout, stderr)
+		}
 		return runBench(ctx, rest, stdout, stderr)
 	case "firecracker":
 		return runFirecracker(ctx, rest, stdout, stderr)
