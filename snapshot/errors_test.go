@@ -83,9 +83,11 @@ func retake(t *testing.T, f *fixture, size int) {
 	checkCut(t, readData(t, path, size), ws, nil)
 }
 
-// TestDestinationError: a destination that fails midway fails the
-// snapshot with its error; nothing stays protected, every writer goes on,
-// and the next snapshot is full and consistent.
+// TestDestinationError: an io.WriterAt that fails midway (it gets the
+// layer staged in a temporary file) fails the snapshot with its error;
+// nothing stays protected, not even for tracking, every writer goes on,
+// and the next snapshot is full and consistent. TestDiskFull has a file
+// destination fail while the writers are protected.
 func TestDestinationError(t *testing.T) {
 	forKinds(t, func(t *testing.T, kind mem.Kind) {
 		size := sizeFor(t, kind, 4096, 8)
@@ -136,36 +138,45 @@ func TestDiskFull(t *testing.T) {
 	})
 }
 
-// TestCancel: a snapshot whose context ends midway (a slow destination
-// keeps it going) returns the context's error; nothing stays protected,
+// TestCancel: a snapshot whose context ends while arming, or midway
+// through the save, returns the context's error; nothing stays protected,
 // every writer goes on, and the next snapshot is full and consistent.
 func TestCancel(t *testing.T) {
 	forKinds(t, func(t *testing.T, kind mem.Kind) {
 		size := sizeFor(t, kind, 4096, 8)
-		f := newFixture(t, kind, size, snapshot.Config{Track: true, Buffer: 8 << 20})
-		fill(f.m.Data)
-		ws := startWriters(f.m.Data, 2, 1<<20, plainWrite)
-		for ws.count.Load() < 1000 {
+		f := newFixture(t, kind, size, snapshot.Config{Track: true, Buffer: 8 << 20, ArmChunk: 1, SaveRun: 1})
+		for _, when := range []string{"arming", "saving"} {
+			t.Run(when, func(t *testing.T) {
+				fill(f.m.Data)
+				ws := startWriters(f.m.Data, 2, 1<<20, plainWrite)
+				for ws.count.Load() < 1000 {
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				hook := func(i int) {
+					if i == 1 {
+						cancel()
+					}
+				}
+				snapshot.SetArmHook(f.s, nil)
+				snapshot.SetSaveHook(f.s, nil)
+				if when == "arming" {
+					snapshot.SetArmHook(f.s, hook)
+				} else {
+					snapshot.SetSaveHook(f.s, hook)
+				}
+				_, err := f.s.TakeFile(ctx, filepath.Join(f.dir, "cancelled"))
+				snapshot.SetArmHook(f.s, nil)
+				snapshot.SetSaveHook(f.s, nil)
+				finishWithin(t, ws, 10*time.Second)
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Take cancelled while %s: %v, want context.Canceled", when, err)
+				}
+				requireUnprotected(t, f)
+				fill(f.m.Data)
+				retake(t, f, size)
+			})
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		w := &failingWriter{ok: 1 << 62, delay: time.Millisecond}
-		go func() {
-			for w.calls.Load() < 3 {
-				time.Sleep(time.Millisecond)
-			}
-			cancel()
-		}()
-		_, err := f.s.Take(ctx, w)
-		finishWithin(t, ws, 10*time.Second)
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("Take cancelled: %v, want context.Canceled", err)
-		}
-		if w.written.Load() >= int64(size) {
-			t.Errorf("the snapshot was written whole (%d bytes) before the cancel", w.written.Load())
-		}
-		requireUnprotected(t, f)
-		fill(f.m.Data)
-		retake(t, f, size)
 	})
 }
 

@@ -9,8 +9,11 @@ import (
 	"io"
 	"math/bits"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/pager"
@@ -58,6 +61,9 @@ type Config struct {
 	SaveRun int
 	// Engine serves the faults; nil starts one for the Snapshotter.
 	Engine *pager.Engine
+	// TempDir holds the staged copy of a layer whose destination is not
+	// an *os.File (default os.TempDir()).
+	TempDir string
 }
 
 // Features returns the userfaultfd features a Snapshotter needs for
@@ -88,9 +94,8 @@ type Snapshotter struct {
 	tracking bool // the last snapshot succeeded and Track is on
 	last     ID   // the last layer written
 
-	goWritten int64 // bytes the Go drain wrote in this save
-
-	armHook func(chunk int) // tests: called after each chunk of the first protect pass
+	armHook  func(chunk int) // tests: called after each chunk of the first protect pass
+	saveHook func(step int)  // tests: called after each step of the background pass
 }
 
 // Errors.
@@ -232,16 +237,26 @@ type Result struct {
 // Config.Track; else a diff holding the pages written since the last
 // snapshot. dst must read as zeroes where nothing was written (a new or
 // truncated file): zero pages are not written. An *os.File is written by
-// a thread of the engine's (no Go code in the loop); any other
-// io.WriterAt by a goroutine. When ctx ends or dst fails, everything is
+// a thread of the snapshot's own, with no Go code in the loop; any other
+// io.WriterAt gets a copy of the layer staged in a temporary file
+// (Config.TempDir), once the writers run free again: a goroutine draining
+// the buffer would stop with the world at each garbage collection, and a
+// writer of this process faulting inside runtime assembly on a full buffer
+// would then hang it. When ctx ends or dst fails, everything is
 // unprotected, every writer released, and the error returned.
 func (s *Snapshotter) Take(ctx context.Context, dst io.WriterAt) (*Result, error) {
-	return s.take(ctx, dst, false)
+	if f, ok := dst.(*os.File); ok {
+		return s.take(ctx, f, false)
+	}
+	return s.stage(ctx, dst, false)
 }
 
 // TakeFull takes a full snapshot, whatever the tracking state.
 func (s *Snapshotter) TakeFull(ctx context.Context, dst io.WriterAt) (*Result, error) {
-	return s.take(ctx, dst, true)
+	if f, ok := dst.(*os.File); ok {
+		return s.take(ctx, f, true)
+	}
+	return s.stage(ctx, dst, true)
 }
 
 // TakeFile takes a snapshot into a new file at path (Take), created or
@@ -266,7 +281,7 @@ func (s *Snapshotter) TakeFile(ctx context.Context, path string) (*Result, error
 	return res, nil
 }
 
-func (s *Snapshotter) take(ctx context.Context, dst io.WriterAt, forceFull bool) (res *Result, err error) {
+func (s *Snapshotter) take(ctx context.Context, dst *os.File, forceFull bool) (res *Result, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -354,9 +369,6 @@ func (s *Snapshotter) take(ctx context.Context, dst io.WriterAt, forceFull bool)
 	res.Header = hdr
 	res.Stats = w.Stats().Sub(st0)
 	res.Written = int64(res.Stats.Written)
-	if _, ok := dst.(*os.File); !ok {
-		res.Written = s.goWritten
-	}
 	s.tracking = track
 	s.last = hdr.ID
 	return res, nil
@@ -386,27 +398,14 @@ func (s *Snapshotter) layerIndex() (index []uint64, units, pages int64) {
 	return index, units, pages
 }
 
-// save runs the background pass and writes the saved runs to dst.
-func (s *Snapshotter) save(ctx context.Context, w *pager.Protector, dst io.WriterAt) error {
-	s.goWritten = 0
-	f, isFile := dst.(*os.File)
-	if isFile {
-		if err := w.DrainTo(f); err != nil {
-			return fmt.Errorf("snapshot: %w", err)
-		}
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var drainErr error
-	if !isFile {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			drainErr = s.drain(ctx, w, dst, stop)
-		}()
+// save runs the background pass while the drain thread writes the saved
+// runs to f.
+func (s *Snapshotter) save(ctx context.Context, w *pager.Protector, f *os.File) error {
+	if err := w.DrainTo(f); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
 	}
 	var err error
-	for {
+	for step := 0; ; step++ {
 		if err = ctx.Err(); err != nil {
 			err = fmt.Errorf("snapshot: %w", err)
 			break
@@ -422,69 +421,85 @@ func (s *Snapshotter) save(ctx context.Context, w *pager.Protector, dst io.Write
 		if done {
 			break
 		}
+		if s.saveHook != nil {
+			s.saveHook(step)
+		}
 	}
 	if err != nil {
-		w.Abort() // releases every writer; the drain drops what is left
+		w.Abort() // releases every writer; the drain writes nothing more
 	}
-	if isFile {
-		if e := w.DrainWait(); e != nil && err == nil {
-			err = e
-		}
-	} else {
-		close(stop)
-		wg.Wait()
+	if e := w.DrainWait(); err == nil && e != nil {
+		err = fmt.Errorf("snapshot: writing to %s: %w", f.Name(), e)
 	}
-	if drainErr != nil {
-		err = drainErr // the cause; w.Err is then our own abort's
-	} else if err == nil {
-		err = w.Err()
-	}
-	if err != nil {
-		var oe *uffd.OpError
-		if errors.As(err, &oe) {
-			return fmt.Errorf("snapshot: %w", err)
-		}
-		return err
-	}
-	return nil
+	return err
 }
 
-// drain writes saved runs to dst until the save is complete (stop closed
-// and nothing pending) or fails.
-func (s *Snapshotter) drain(ctx context.Context, w *pager.Protector, dst io.WriterAt, stop <-chan struct{}) error {
-	runs := make([]pager.SavedRun, 64)
-	var failed error
-	for {
-		n := w.Take(runs)
-		for _, r := range runs[:n] {
-			if failed == nil {
-				if _, err := dst.WriteAt(r.Data, r.Off); err != nil {
-					failed = fmt.Errorf("snapshot: writing %d bytes at offset %d: %w", len(r.Data), r.Off, err)
-					w.Abort()
-				} else {
-					s.goWritten += int64(len(r.Data))
-				}
-			}
-			w.Release(r)
-		}
-		if n > 0 {
-			continue
-		}
-		select {
-		case <-stop:
-			if w.Pending() == 0 || failed != nil || w.Err() != nil {
-				if n := w.Take(runs); n > 0 {
-					for _, r := range runs[:n] {
-						w.Release(r)
-					}
-					if failed == nil {
-						failed = errors.New("snapshot: runs queued after the save ended")
-					}
-				}
-				return failed
-			}
-		default:
-		}
-		w.Wait(ctx, 5*time.Millisecond)
+// stage takes a snapshot into a temporary file (unlinked), then copies its
+// data runs, index and footer to dst once every writer runs free again.
+func (s *Snapshotter) stage(ctx context.Context, dst io.WriterAt, forceFull bool) (*Result, error) {
+	dir := s.cfg.TempDir
+	if dir == "" {
+		dir = os.TempDir()
 	}
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: a temporary file in %s: %w", dir, err)
+	}
+	tmp := os.NewFile(uintptr(fd), filepath.Join(dir, "(snapshot staging)"))
+	defer tmp.Close()
+	res, err := s.take(ctx, tmp, forceFull)
+	if err != nil {
+		return nil, err
+	}
+	if err := copyData(ctx, dst, tmp); err != nil {
+		// The layer did not arrive: the next one is full, and nothing
+		// stays protected for tracking meanwhile.
+		s.mu.Lock()
+		s.tracking = false
+		s.prot.Abort()
+		s.mu.Unlock()
+		return nil, fmt.Errorf("snapshot: copying the staged layer: %w", err)
+	}
+	return res, nil
+}
+
+// copyData copies the data of src (skipping its holes) to dst at the same
+// offsets.
+func copyData(ctx context.Context, dst io.WriterAt, src *os.File) error {
+	st, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	buf := make([]byte, 1<<20)
+	fd := int(src.Fd())
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err != nil {
+			if err == unix.ENXIO { // only a hole is left
+				return nil
+			}
+			return err
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return err
+		}
+		for off = data; off < hole; {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n, err := src.ReadAt(buf[:min(int64(len(buf)), hole-off)], off)
+			if n > 0 {
+				if _, werr := dst.WriteAt(buf[:n], off); werr != nil {
+					return werr
+				}
+				off += int64(n)
+			}
+			if err != nil && n == 0 {
+				return err
+			}
+		}
+	}
+	return nil
 }
