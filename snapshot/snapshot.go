@@ -306,6 +306,20 @@ func (s *Snapshotter) take(ctx context.Context, dst *os.File, forceFull bool) (r
 	}()
 	t0 := time.Now()
 	st0 := w.Stats()
+	// The drain runs from before the instant: from then on, faults copy
+	// into the buffer, and only the drain frees it. Go code may be stopped
+	// by a garbage collection at any point here; the drain, a C thread,
+	// is not.
+	if err := w.DrainTo(dst); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	drained := false
+	defer func() {
+		if !drained {
+			w.Abort()
+			w.DrainWait()
+		}
+	}()
 
 	// Arm: protect everything (full) in chunks while faults are answered
 	// at once and marked; then protect the marked pages again until few
@@ -356,6 +370,7 @@ func (s *Snapshotter) take(ctx context.Context, dst *os.File, forceFull bool) (r
 	index, units, pages := s.layerIndex()
 	hdr.Units, res.Pages = units, pages
 	saveErr := s.save(ctx, w, dst)
+	drained = true
 	if saveErr != nil {
 		return nil, saveErr
 	}
@@ -401,9 +416,6 @@ func (s *Snapshotter) layerIndex() (index []uint64, units, pages int64) {
 // save runs the background pass while the drain thread writes the saved
 // runs to f.
 func (s *Snapshotter) save(ctx context.Context, w *pager.Protector, f *os.File) error {
-	if err := w.DrainTo(f); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
 	var err error
 	for step := 0; ; step++ {
 		if err = ctx.Err(); err != nil {
@@ -411,11 +423,12 @@ func (s *Snapshotter) save(ctx context.Context, w *pager.Protector, f *os.File) 
 			break
 		}
 		if err = w.Err(); err != nil {
+			err = fmt.Errorf("snapshot: %w", err)
 			break
 		}
 		_, done, e := w.SaveStep(s.cfg.SaveRun, 10*time.Millisecond)
 		if e != nil {
-			err = e
+			err = fmt.Errorf("snapshot: %w", e)
 			break
 		}
 		if done {
