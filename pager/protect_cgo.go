@@ -338,7 +338,11 @@ func (w *Protector) SaveStep(maxPages int, wait time.Duration) (n int, done bool
 }
 
 // Take fills out with saved runs waiting to be written out, oldest first,
-// and returns how many. Release each once written.
+// and returns how many. Release each once written. A goroutine draining
+// the buffer this way stops with the world at each garbage collection: a
+// goroutine of this process that faults inside runtime assembly on a full
+// buffer then hangs the collection. Drain with DrainTo when the writers
+// may be goroutines of this process.
 func (w *Protector) Take(out []SavedRun) int {
 	var es [64]C.ps_entry
 	want := min(len(out), len(es))
@@ -376,14 +380,17 @@ func (w *Protector) Wait(ctx context.Context, d time.Duration) {
 
 // DrainTo starts a thread of the protector's own that writes saved runs
 // to f at their image offsets (pwrite), with no Go code in the loop. Stop
-// it with DrainWait.
-func (w *Protector) DrainTo(f *os.File) error {
+// it with DrainWait. direct: write with O_DIRECT where f's file system
+// has it (f's flags are restored after), so that the kernel's throttling
+// of buffered writes (sleeps of up to 200 ms) does not stall the faults
+// waiting for free slots.
+func (w *Protector) DrainTo(f *os.File, direct bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.file != nil {
 		return errors.New("pager: protector: already draining")
 	}
-	if e := C.ps_drain_fd(w.c, C.int(f.Fd())); e != 0 {
+	if e := C.ps_drain_fd(w.c, C.int(f.Fd()), cbool(direct)); e != 0 {
 		return &uffd.OpError{Op: "drain", Err: syscall.Errno(e)}
 	}
 	w.file = f

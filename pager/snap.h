@@ -70,7 +70,7 @@ int ps_instant(pg_snap *s, int full, int track, int64_t *final, uint64_t *hold_n
 int64_t ps_save_step(pg_snap *s, int64_t max_pages, int wait_ms, int *done);
 int ps_take(pg_snap *s, ps_entry *out, int cap);
 void ps_release(pg_snap *s, int64_t slot, uint64_t len);
-int ps_drain_fd(pg_snap *s, int fd); // write entries to fd from a thread of ours
+int ps_drain_fd(pg_snap *s, int fd, int direct); // write entries to fd from a thread of ours
 int ps_drain_stop(pg_snap *s);       // wait until written; returns its first errno
 int ps_error(pg_snap *s);
 void ps_clear_err(pg_snap *s);

@@ -61,6 +61,11 @@ type Config struct {
 	SaveRun int
 	// Engine serves the faults; nil starts one for the Snapshotter.
 	Engine *pager.Engine
+	// Buffered writes the image through the page cache. By default it is
+	// written with O_DIRECT where the file system has it: the kernel puts
+	// buffered writers to sleep for up to 200 ms when dirty pages pile up,
+	// and writers waiting for room in the buffer would wait as long.
+	Buffered bool
 	// TempDir holds the staged copy of a layer whose destination is not
 	// an *os.File (default os.TempDir()).
 	TempDir string
@@ -310,7 +315,7 @@ func (s *Snapshotter) take(ctx context.Context, dst *os.File, forceFull bool) (r
 	// into the buffer, and only the drain frees it. Go code may be stopped
 	// by a garbage collection at any point here; the drain, a C thread,
 	// is not.
-	if err := w.DrainTo(dst); err != nil {
+	if err := w.DrainTo(dst, !s.cfg.Buffered); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	drained := false
