@@ -59,6 +59,7 @@ typedef struct {
 	uint64_t *dirty;   // written since the last re-protect (tracking)
 	uint64_t *epoch;   // written since the last snapshot's instant
 	uint64_t *layer;   // saved by this snapshot
+	uint64_t *parked;  // a fault there waits for free slots
 } ps_range;
 
 typedef struct {
@@ -401,7 +402,11 @@ static int handle(pg_snap *s, uint64_t addr, uint64_t t0, int *held) {
 		break;
 	case PS_SAVE:
 		out = save_fault(s, r, i, t0);
-		if (out == R_PARK) waits_push(s, &s->parked, addr, t0);
+		// One entry per page: a thread interrupted by a signal faults
+		// again (Go preempts running goroutines every 10 ms), and its
+		// repeats need no entry of their own: the page's answer wakes
+		// every thread waiting there.
+		if (out == R_PARK && b_tas(r->parked, i)) waits_push(s, &s->parked, addr, t0);
 		break;
 	}
 	pthread_rwlock_unlock(&s->mlock);
@@ -443,6 +448,10 @@ static void retry_parked(pg_snap *s) {
 	int n;
 	ps_wait *v = waits_take(s, &s->parked, &n);
 	if (!v) return;
+	for (int k = 0; k < n; k++) {
+		ps_range *r = find(s, v[k].addr);
+		if (r) b_clr(r->parked, (int64_t)((v[k].addr - r->start) >> r->shift));
+	}
 	answer_waits(s, v, n, &s->c.park_ns_max);
 	free(v);
 }
@@ -491,7 +500,7 @@ void ps_free(pg_snap *s) {
 	if (s->drain_on) ps_drain_stop(s);
 	for (int k = 0; k < s->nr; k++) {
 		ps_range *r = &s->r[k];
-		free(r->pending), free(r->claim), free(r->dirty), free(r->epoch), free(r->layer);
+		free(r->pending), free(r->claim), free(r->dirty), free(r->epoch), free(r->layer), free(r->parked);
 	}
 	if (s->buf) munmap(s->buf, s->buf_len);
 	free(s->busy);
@@ -510,8 +519,9 @@ int ps_add(pg_snap *s, uint64_t start, uint64_t len, uint64_t psize, uint64_t of
 	r->words = (r->pages + 63) / 64;
 	size_t n = (size_t)r->words + 1;
 	r->pending = calloc(n, 8), r->claim = calloc(n, 8), r->dirty = calloc(n, 8), r->epoch = calloc(n, 8), r->layer = calloc(n, 8);
-	if (!r->pending || !r->claim || !r->dirty || !r->epoch || !r->layer) {
-		free(r->pending), free(r->claim), free(r->dirty), free(r->epoch), free(r->layer);
+	r->parked = calloc(n, 8);
+	if (!r->pending || !r->claim || !r->dirty || !r->epoch || !r->layer || !r->parked) {
+		free(r->pending), free(r->claim), free(r->dirty), free(r->epoch), free(r->layer), free(r->parked);
 		return ENOMEM;
 	}
 	s->nr++;
@@ -842,6 +852,7 @@ void ps_abort(pg_snap *s) {
 		memset(r->pending, 0, (size_t)r->words * 8);
 		memset(r->dirty, 0, (size_t)r->words * 8);
 		memset(r->epoch, 0, (size_t)r->words * 8);
+		memset(r->parked, 0, (size_t)r->words * 8);
 	}
 	s->npending = 0;
 	pthread_rwlock_unlock(&s->mlock);

@@ -452,8 +452,8 @@ func runUffd(ctx context.Context, cfg Config, mem []byte) (Figures, error) {
 	f.Written = res.Written
 	f.Pause = res.Pause
 	st := res.Stats
-	f.Notes = fmt.Sprintf("(arm %.1f ms, %d rounds, %d pages at the instant; %d copy-before-write faults, %d parked; buffer peak %.1f MiB)",
-		ms(res.Arm), res.Rounds, res.Final, st.CowFaults, st.Parked, float64(st.SlotsPeak)/(1<<20))
+	f.Notes = fmt.Sprintf("(arm %.1f ms, %d rounds, %d pages at the instant; %d copy-before-write faults, %d parked, longest %.1f ms; buffer peak %.1f MiB)",
+		ms(res.Arm), res.Rounds, res.Final, st.CowFaults, st.Parked, ms(st.ParkMax), float64(st.SlotsPeak)/(1<<20))
 
 	// Incremental: the writers stopped, Dirty of the pages written.
 	ps := os.Getpagesize()
