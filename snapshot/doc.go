@@ -51,7 +51,8 @@
 //     (parked, without blocking the reader thread) until the drain frees
 //     slots: a slow destination slows writers down instead of growing
 //     memory; the background pass leaves a quarter of the buffer to faults.
-//     Zero pages are not written (holes in a file).
+//     A thread of the snapshot's own writes the copies to the file (no Go
+//     code in the loop). Zero pages are not written (holes in a file).
 //
 // Pages are read with memcpy in this process, with process_vm_readv in
 // another one (Config.Pid: its userfaultfd was handed over, package
@@ -69,12 +70,16 @@
 // code runs. TestGCTorture takes full and incremental snapshots while
 // writers use copy and append and runtime.GC runs in a loop.
 //
-// An io.WriterAt that is not an *os.File is written by a goroutine: while
-// the world is stopped it drains nothing, so a fault that finds the buffer
-// full waits for the world to restart, and a goroutine of this process
-// faulting inside runtime assembly then would hang the collection. With
-// writers in this process that may use copy or append on the memory, use a
-// file destination.
+// The drain thread starts before the instant, since only it frees the
+// buffer, and writes with O_DIRECT where the file system has it
+// (Config.Buffered turns that off): the kernel puts buffered writers to
+// sleep for up to 200 ms when dirty pages pile up. An io.WriterAt that is
+// not an *os.File gets the layer staged in a temporary file
+// (Config.TempDir) and copied once the writers run free: a goroutine
+// draining the buffer would stop with the world at each collection, and a
+// writer of this process faulting inside runtime assembly on a full buffer
+// would hang it (seen under the race detector, whose atomics cannot be
+// preempted).
 //
 // # Incremental snapshots and dirty tracking
 //
