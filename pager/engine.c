@@ -23,6 +23,7 @@
 #include <linux/userfaultfd.h>
 
 #include "engine.h"
+#include "snap.h"
 
 // The build machine's headers may predate Linux 6.6.
 #ifndef _UFFDIO_POISON
@@ -256,6 +257,9 @@ struct pg_pager {
 	pg_pager *next;      // in the engine's list
 	pg_pager *fork_next; // in the parent's forks
 	int fork_fd;
+
+	pg_snap *snap;  // write-protect faults go there (snap.c), or NULL
+	int snap_users; // readers using snap (atomic)
 };
 
 static void notify(pg_pager *p) {
@@ -1014,6 +1018,22 @@ static void thread_setup(int cpu, const char *name, int idx, int *os_tid) {
 	__atomic_store_n(os_tid, (int)syscall(SYS_gettid), __ATOMIC_SEQ_CST);
 }
 
+// snap_fault gives a write-protect fault to p's snap, if it has one.
+static int snap_fault(pg_pager *p, uint64_t addr, uint64_t t0) {
+	__atomic_fetch_add(&p->snap_users, 1, __ATOMIC_SEQ_CST);
+	pg_snap *s = __atomic_load_n(&p->snap, __ATOMIC_SEQ_CST);
+	if (s) ps_fault(s, addr, t0);
+	__atomic_fetch_sub(&p->snap_users, 1, __ATOMIC_SEQ_CST);
+	return s != NULL;
+}
+
+// pg_set_snap routes p's write-protect faults to s (NULL: to the pager's
+// own policy again). When it returns, no reader uses the old one.
+void pg_set_snap(pg_pager *p, pg_snap *s) {
+	__atomic_store_n(&p->snap, s, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&p->snap_users, __ATOMIC_SEQ_CST)) nap_us(10);
+}
+
 // batch handles the messages a reader read from p. locked: the reader holds
 // p->lock exclusively (event features), released here.
 static void batch(pg_thread *th, pg_pager *p, int k, int locked) {
@@ -1036,7 +1056,8 @@ static void batch(pg_thread *th, pg_pager *p, int k, int locked) {
 	if (evs && __atomic_load_n(&p->ndef, __ATOMIC_SEQ_CST)) retry_deferred(th, p);
 	for (int i = 0; i < k; i++) {
 		if (th->msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
-		fault(th, p, th->msgs[i].arg.pagefault.address, t0);
+		if (!(th->msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) || !snap_fault(p, th->msgs[i].arg.pagefault.address, t0))
+			fault(th, p, th->msgs[i].arg.pagefault.address, t0);
 		__atomic_fetch_sub(&p->pending, 1, __ATOMIC_SEQ_CST);
 	}
 }

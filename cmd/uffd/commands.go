@@ -24,7 +24,7 @@ on first use) alternate with the Go runs, and the ratios are printed; its
 handlers are pinned one per CPU unless --ref-mode naive. --targets runs the
 engine's targets, each against the strongest C configuration.`,
 	setup: setupBench,
-	sub:   []*command{benchFirecrackerCmd},
+	sub:   []*command{benchFirecrackerCmd, benchSnapshotCmd},
 }
 
 var benchFirecrackerCmd = &command{
@@ -48,5 +48,5 @@ Memory images in object storage and on HTTP servers. URLs: s3://BUCKET/KEY
 (credentials, region and endpoint from the standard AWS configuration:
 AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL_S3, ...),
 http(s)://... (a server honouring Range requests), or a file.`,
-	sub: []*command{imagePushCmd, imagePullCmd, imageStatCmd, imageIndexCmd},
+	sub: []*command{imagePushCmd, imagePullCmd, imageStatCmd, imageIndexCmd, imageCompactCmd},
 }

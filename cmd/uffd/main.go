@@ -10,13 +10,16 @@
 //	                                 a Firecracker snapshot-restore page-fault handler
 //	uffd stress [--cpus int] [--no-wp] [--pager] TYPE MiB BOUNCES
 //	                                 the kernel's uffd-stress test
-//	uffd image push|pull|stat|index  memory images in S3 and on HTTP servers
+//	uffd bench snapshot [flags]      live snapshots against fork()
+//	uffd image push|pull|stat|index|compact
+//	                                 memory images in S3 and on HTTP servers; snapshot layers
 //	uffd hazard [flags]              why the pager's engine is not Go's, shown
 //	uffd version                     the module version and VCS revision
 //
 // 'uffd <command> -h' prints a command's arguments and flags. The
 // subcommands are thin wiring over packages: internal/demo, features,
-// internal/bench, firecracker/handler, internal/stress and remote.
+// internal/bench, firecracker/handler, internal/stress, remote and
+// snapshot.
 package main
 
 import (
