@@ -218,8 +218,12 @@ func TestWriteDuringArming(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("arm %v (%d rounds, %d pages at the instant), pause %v; %d faults while arming", res.Arm, res.Rounds, res.Final, res.Pause, res.Stats.Tracked)
-		if n := <-mid; n != 1 {
-			t.Errorf("the write during the first pass was answered after %d faults, want 1", n)
+		// At least one fault: the write was tracked. A second one is
+		// the same write faulting again after a signal (Go's preemption
+		// signal interrupts a thread blocked in a fault, which re-raises
+		// it), so the count is not required to be exactly one.
+		if n := <-mid; n < 1 {
+			t.Errorf("the write during the first pass was answered after %d faults, want at least 1", n)
 		}
 		img := readData(t, path, size)
 		if got := words(img[:f.m.PageSize])[1]; got != 0xa5 {
