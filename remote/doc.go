@@ -77,6 +77,7 @@ const (
 	// README).
 	DefaultChunkSize      = 4 << 20
 	DefaultConcurrency    = 16
+	DefaultReadAhead      = 1 << 30
 	DefaultRequestTimeout = 2 * time.Minute
 	DefaultStallTimeout   = 10 * time.Second
 	DefaultRetryFor       = 10 * time.Minute
