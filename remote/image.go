@@ -106,7 +106,10 @@ type job struct {
 	c   int64
 
 	taken       atomic.Bool
-	urgentWaits atomic.Bool  // an urgent waiter: hand pages on at once
+	// urgentWaits counts the urgent waiters whose first page has not been
+	// handed on: while there are any, pages are handed on as each
+	// arrives; otherwise in batches.
+	urgentWaits atomic.Int32
 	front       atomic.Int64 // the next page the running span writes
 
 	// guarded by v.mu
@@ -123,6 +126,7 @@ type waiter struct {
 	fn        func(off, n int64, err error)
 	urgent    bool
 	t0        time.Time // urgent: when asked, until the first delivery
+	firstDone bool      // urgent: its first pages were handed on (guarded by v.mu while in a job)
 }
 
 // Open opens the image at url (see OpenSource) through cfg.Cache. It
@@ -329,7 +333,7 @@ func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err
 		}
 		j.waiters = append(j.waiters, w)
 		if urgent {
-			j.urgentWaits.Store(true)
+			j.urgentWaits.Add(1)
 		}
 		v.mu.Unlock()
 		a = b
@@ -777,6 +781,10 @@ func (im *Image) notify(j *job) {
 		}
 		if w.next > a {
 			calls = append(calls, call{w, a, w.next - a})
+			if w.urgent && !w.firstDone {
+				w.firstDone = true
+				j.urgentWaits.Add(-1)
+			}
 		}
 		if w.next < w.end {
 			keep = append(keep, w)
@@ -804,7 +812,8 @@ func (im *Image) fetchSpan(j *job, p, q int64, main bool) error {
 	if main {
 		j.front.Store(p)
 	}
-	return im.r.read(im.ctx, off, end, buf, j.urgentWaits.Load, func(a, b int64, data []byte) error {
+	eager := func() bool { return j.urgentWaits.Load() > 0 }
+	return im.r.read(im.ctx, off, end, buf, eager, func(a, b int64, data []byte) error {
 		if _, err := v.dataF.WriteAt(data, a); err != nil {
 			return &Error{Op: "cache write", URL: im.url, Kind: KindOther, Err: err}
 		}
