@@ -105,7 +105,7 @@ type job struct {
 	img *Image
 	c   int64
 
-	taken       atomic.Bool
+	taken atomic.Bool
 	// urgentWaits counts the urgent waiters whose first page has not been
 	// handed on: while there are any, pages are handed on as each
 	// arrives; otherwise in batches.
