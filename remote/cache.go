@@ -46,6 +46,7 @@ type Cache struct {
 	versions  map[string]*version
 	evicting  sync.Mutex
 	evictions atomic.Uint64 // chunks this process evicted
+	reserved  atomic.Int64  // bytes of chunks this process is fetching
 }
 
 // OpenCache opens (creating it if needed) the cache directory dir,
@@ -660,14 +661,35 @@ func (c *Cache) passive(name string) (*version, error) {
 	return c.openVersion(name, size, shift, nil, false)
 }
 
-// evict brings the directory back under its limit, evicting the chunks
-// used longest ago, of any version. Chunks that are being fetched, pinned
-// for longer than pinWait (a process that died holding a pin) or locked by
-// another process are skipped.
-func (c *Cache) evict() {
-	if c.limit == 0 || !c.evicting.TryLock() {
+// reserve makes room for n more bytes of chunk data that this process is
+// about to fetch, evicting the chunks used longest ago (of any version)
+// until the directory's usage, with what this process is fetching, is
+// within its limit; unreserve gives the reservation back once the chunk
+// is counted in its version's usage (or was not fetched).
+func (c *Cache) reserve(n int64) {
+	if c.limit == 0 {
 		return
 	}
+	c.reserved.Add(n)
+	c.evict()
+}
+
+func (c *Cache) unreserve(n int64) {
+	if c.limit != 0 {
+		c.reserved.Add(-n)
+	}
+}
+
+// evict brings the directory back under its limit, with this process's
+// reservations, evicting the chunks used longest ago, of any version.
+// Chunks that are being fetched, pinned for longer than pinWait (a
+// process that died holding a pin) or locked by another process are
+// skipped.
+func (c *Cache) evict() {
+	if c.limit == 0 {
+		return
+	}
+	c.evicting.Lock()
 	defer c.evicting.Unlock()
 	type cand struct {
 		v     *version
@@ -684,6 +706,7 @@ func (c *Cache) evict() {
 			}
 		}
 	})
+	total += c.reserved.Load()
 	if total <= c.limit {
 		return
 	}

@@ -50,6 +50,18 @@
 // the index's. With a size limit, the chunks used longest ago (of any
 // version) are evicted by the protocol of pager.CacheState.
 //
+// # Fetching
+//
+// A fault's request (urgent) starts at once, at its page, and the page is
+// handed on as soon as its bytes are in the cache; background requests
+// (prefault, replay, readahead) use the rest of Config.Concurrency, a
+// quarter of which is kept for urgent ones. Requests that follow each
+// other through consecutive chunks make a stream, and the chunks ahead of
+// it are fetched in the background, in order, as far ahead as it has read
+// (Config.ReadAhead bounds it): a guest reading its memory in order gets
+// it at the rate of a parallel download, while what readahead fetches and
+// nobody reads stays within what was read in order.
+//
 // # Images and their index
 //
 // Push uploads a memory file with an Index beside it (IndexURL): a bitmap
@@ -77,6 +89,7 @@ const (
 	// README).
 	DefaultChunkSize      = 4 << 20
 	DefaultConcurrency    = 16
+	DefaultReadAhead      = 1 << 30
 	DefaultRequestTimeout = 2 * time.Minute
 	DefaultStallTimeout   = 10 * time.Second
 	DefaultRetryFor       = 10 * time.Minute

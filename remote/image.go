@@ -40,6 +40,11 @@ type Config struct {
 	// (default DefaultConcurrency). A quarter of them (at least one) is
 	// kept for urgent requests.
 	Concurrency int
+	// ReadAhead bounds how far ahead of a sequential stream of requests
+	// chunks are fetched in the background, in bytes (default
+	// DefaultReadAhead; negative: no readahead): as far ahead as the
+	// stream has read, at most this much. See Image.Fetch.
+	ReadAhead int64
 	Timeouts
 	// NoIndex ignores the image's index.
 	NoIndex bool
@@ -65,7 +70,11 @@ type Image struct {
 	r *retrier
 
 	failed atomic.Pointer[error]
-	bufs   sync.Pool
+	bufs   chan []byte // free read buffers, kept across garbage collections
+
+	raMu    sync.Mutex
+	streams [raStreams]stream
+	raTick  uint64
 
 	mu         sync.Mutex
 	cond       *sync.Cond
@@ -78,13 +87,29 @@ type Image struct {
 	ownClient  bool
 }
 
+// stream is a run of requests for consecutive chunks, which readahead
+// follows.
+type stream struct {
+	start int64  // the chunk it started at
+	pos   int64  // the highest chunk asked for
+	front int64  // the highest chunk read ahead (pos when none)
+	seen  int    // advances
+	used  uint64 // raTick when last asked; 0: free
+}
+
+// raStreams is the number of sequential streams readahead follows.
+const raStreams = 4
+
 // job fetches one chunk for every waiter of this process.
 type job struct {
 	img *Image
 	c   int64
 
-	taken       atomic.Bool
-	urgentWaits atomic.Bool  // an urgent waiter: hand pages on at once
+	taken atomic.Bool
+	// urgentWaits counts the urgent waiters whose first page has not been
+	// handed on: while there are any, pages are handed on as each
+	// arrives; otherwise in batches.
+	urgentWaits atomic.Int32
 	front       atomic.Int64 // the next page the running span writes
 
 	// guarded by v.mu
@@ -101,6 +126,7 @@ type waiter struct {
 	fn        func(off, n int64, err error)
 	urgent    bool
 	t0        time.Time // urgent: when asked, until the first delivery
+	firstDone bool      // urgent: its first pages were handed on (guarded by v.mu while in a job)
 }
 
 // Open opens the image at url (see OpenSource) through cfg.Cache. It
@@ -109,6 +135,9 @@ type waiter struct {
 func Open(ctx context.Context, url string, cfg Config) (*Image, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.ReadAhead == 0 {
+		cfg.ReadAhead = DefaultReadAhead
 	}
 	if cfg.Source.Connections == 0 {
 		cfg.Source.Connections = cfg.Concurrency + 4
@@ -153,8 +182,7 @@ func Open(ctx context.Context, url string, cfg Config) (*Image, error) {
 	}
 	im.ctx, im.stop = context.WithCancel(context.Background())
 	im.cond = sync.NewCond(&im.mu)
-	chunk := 1 << shift
-	im.bufs.New = func() any { b := make([]byte, chunk); return &b }
+	im.bufs = make(chan []byte, 2*cfg.Concurrency)
 	for range cfg.Concurrency {
 		im.workers.Add(1)
 		go im.worker()
@@ -305,7 +333,7 @@ func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err
 		}
 		j.waiters = append(j.waiters, w)
 		if urgent {
-			j.urgentWaits.Store(true)
+			j.urgentWaits.Add(1)
 		}
 		v.mu.Unlock()
 		a = b
@@ -322,6 +350,9 @@ func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err
 	}
 	for i, j := range sides {
 		go im.side(j, sideRanges[i][0], sideRanges[i][1])
+	}
+	if failed == nil {
+		queue = im.readAhead(off>>v.l.chunkShift, (off+n-1)>>v.l.chunkShift, queue)
 	}
 	if len(queue) > 0 {
 		im.mu.Lock()
@@ -348,6 +379,85 @@ func (im *Image) Fetch(off, n int64, urgent bool, arrived func(off, n int64, err
 // sideAhead: an urgent page this many pages or fewer ahead of a running
 // stream waits for it rather than being fetched beside it.
 const sideAhead = 16
+
+// readAhead follows sequential streams of requests: a request for chunks
+// [c0, c1] that continues a stream (its first chunk at most one past what
+// the stream asked for or read ahead, its last beyond the stream's
+// position) advances it, and from its second advance on, the chunks ahead
+// of its position are queued in the background (in order: the workers
+// take them first come, first served, so that they arrive in the order
+// the stream reads them), as far ahead as the stream has gone since it
+// started (two chunks at least, ReadAhead at most). A request that
+// continues no stream starts one, in place of the one used longest ago.
+//
+// Pages already present are copied by the pager without a request, so a
+// stream whose readahead keeps ahead of it is not seen again until it
+// reaches the readahead's front (or pages still arriving): it then asks,
+// and its readahead doubles. Fetching ahead by as much as was read keeps
+// what is fetched and never read within what was read in order, and the
+// stalls at the front to one per doubling. It returns queue with the jobs
+// it made for chunks neither present nor being fetched.
+func (im *Image) readAhead(c0, c1 int64, queue []*job) []*job {
+	v := im.v
+	limit := im.cfg.ReadAhead >> v.l.chunkShift
+	if im.cfg.ReadAhead < 0 || limit < 1 {
+		return queue
+	}
+	last := (v.l.size - 1) >> v.l.chunkShift
+	im.raMu.Lock()
+	im.raTick++
+	var s *stream
+	for i := range im.streams {
+		t := &im.streams[i]
+		if t.used == 0 {
+			continue
+		}
+		if c1 > t.pos && c0 <= t.front+1 {
+			s = t
+			break
+		}
+		if c1 <= t.pos && c1+2 >= t.pos { // again, or just behind: the same stream
+			t.used = im.raTick
+			im.raMu.Unlock()
+			return queue
+		}
+	}
+	if s == nil {
+		s = &im.streams[0]
+		for i := range im.streams {
+			if im.streams[i].used < s.used {
+				s = &im.streams[i]
+			}
+		}
+		*s = stream{start: c0, pos: c1, front: c1, used: im.raTick}
+		im.raMu.Unlock()
+		return queue
+	}
+	s.pos, s.used = c1, im.raTick
+	s.front = max(s.front, c1)
+	if s.seen++; s.seen < 2 {
+		im.raMu.Unlock()
+		return queue
+	}
+	lead := min(max(2, s.pos-s.start+1), limit)
+	from, to := s.front+1, min(s.pos+lead, last)
+	s.front = max(s.front, to)
+	im.raMu.Unlock()
+	for c := from; c <= to; c++ {
+		p, q := v.pageRange(c)
+		if v.allPresent(p, q) {
+			continue
+		}
+		v.mu.Lock()
+		if v.busy[c] == nil { // one finishing completes the chunk
+			j := &job{img: im, c: c, start: p}
+			v.busy[c] = j
+			queue = append(queue, j)
+		}
+		v.mu.Unlock()
+	}
+	return queue
+}
 
 // ReadAt reads p from the image at off through the cache, fetching what
 // is missing (as urgent requests). It makes an Image a pager.Source.
@@ -510,6 +620,8 @@ func (im *Image) run(j *job) {
 	start := j.start
 	v.mu.Unlock()
 	im.stats.misses.Add(1)
+	off, end := v.chunkRange(c)
+	im.cache.reserve(end - off) // room first: the bound holds once it is in
 	err := im.fill(j, p, q, start)
 	v.mu.Lock()
 	j.finishing = true
@@ -521,11 +633,9 @@ func (im *Image) run(j *job) {
 	if err == nil {
 		err = im.seal(c)
 	}
+	im.cache.unreserve(end - off)
 	v.chunkUnlock(c)
 	im.finish(j, err)
-	if err == nil {
-		im.cache.evict()
-	}
 }
 
 // fill fetches the missing pages of chunk [p, q), those from start first.
@@ -671,6 +781,10 @@ func (im *Image) notify(j *job) {
 		}
 		if w.next > a {
 			calls = append(calls, call{w, a, w.next - a})
+			if w.urgent && !w.firstDone {
+				w.firstDone = true
+				j.urgentWaits.Add(-1)
+			}
 		}
 		if w.next < w.end {
 			keep = append(keep, w)
@@ -693,13 +807,14 @@ func (im *Image) notify(j *job) {
 func (im *Image) fetchSpan(j *job, p, q int64, main bool) error {
 	v := im.v
 	off, end := p<<pageShift, min(q<<pageShift, v.l.size)
-	bp := im.bufs.Get().(*[]byte)
-	defer im.bufs.Put(bp)
+	buf := im.getBuf()
+	defer im.putBuf(buf)
 	if main {
 		j.front.Store(p)
 	}
-	return im.r.read(im.ctx, off, end, (*bp)[:end-off], j.urgentWaits.Load, func(a, b int64) error {
-		if _, err := v.dataF.WriteAt((*bp)[a-off:b-off], a); err != nil {
+	eager := func() bool { return j.urgentWaits.Load() > 0 }
+	return im.r.read(im.ctx, off, end, buf, eager, func(a, b int64, data []byte) error {
+		if _, err := v.dataF.WriteAt(data, a); err != nil {
 			return &Error{Op: "cache write", URL: im.url, Kind: KindOther, Err: err}
 		}
 		v.setPresent(a>>pageShift, (b+PageSize-1)>>pageShift)
@@ -709,4 +824,21 @@ func (im *Image) fetchSpan(j *job, p, q int64, main bool) error {
 		im.notify(j)
 		return nil
 	})
+}
+
+// getBuf returns a read buffer; putBuf gives it back.
+func (im *Image) getBuf() []byte {
+	select {
+	case b := <-im.bufs:
+		return b
+	default:
+		return make([]byte, flushBytes)
+	}
+}
+
+func (im *Image) putBuf(b []byte) {
+	select {
+	case im.bufs <- b:
+	default:
+	}
 }

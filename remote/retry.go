@@ -50,23 +50,27 @@ type retrier struct {
 var errStalled = errors.New("no bytes arrived within the stall timeout")
 
 // flushBytes is the batch in which bytes nobody waits for yet are handed
-// on.
+// on, and the size of the buffers requests read into.
 const flushBytes = 256 << 10
 
-// read reads [off, end) of the source into buf (len end-off), calling
-// pages(a, b) once bytes [a, b) are in buf[a-off:b-off] (b page-aligned,
-// or end). Transient failures are retried with exponential backoff and
-// jitter for up to RetryFor, resuming after the last pages delivered; the
-// backoff starts over after an attempt that made progress.
+// read reads [off, end) of the source (off page-aligned) through buf (a
+// scratch buffer of at least two pages), calling pages(a, b, p) with the
+// bytes [a, b) in p (valid only during the call) as they arrive: a is
+// page-aligned, b is page-aligned or end, and the calls follow each other
+// in order, each byte delivered once. Transient failures are retried with
+// exponential backoff and jitter for up to RetryFor, resuming after the
+// last bytes delivered; the backoff starts over after an attempt that
+// made progress.
 //
 // eager, when not nil, says whether someone waits for pages now: then
 // pages is called at every page boundary; otherwise bytes are handed on
-// in batches of flushBytes (fewer writes and wake-ups).
-func (r *retrier) read(ctx context.Context, off, end int64, buf []byte, eager func() bool, pages func(a, b int64) error) error {
+// in batches of flushBytes (fewer writes and wake-ups), or when buf is
+// full.
+func (r *retrier) read(ctx context.Context, off, end int64, buf []byte, eager func() bool, pages func(a, b int64, p []byte) error) error {
 	began := time.Now()
 	attempt := 0
 	for pos := off; pos < end; {
-		n, err := r.once(ctx, off, pos, end, buf, eager, pages)
+		n, err := r.once(ctx, pos, end, buf, eager, pages)
 		pos += n
 		if err == nil {
 			continue
@@ -107,7 +111,7 @@ func (r *retrier) read(ctx context.Context, off, end int64, buf []byte, eager fu
 
 // once makes one request for [pos, end) and returns the bytes delivered
 // to pages.
-func (r *retrier) once(ctx context.Context, off, pos, end int64, buf []byte, eager func() bool, pages func(a, b int64) error) (done int64, err error) {
+func (r *retrier) once(ctx context.Context, pos, end int64, buf []byte, eager func() bool, pages func(a, b int64, p []byte) error) (done int64, err error) {
 	actx, cancel := context.WithTimeout(ctx, r.timeouts.RequestTimeout)
 	defer cancel()
 	var stalled atomic.Bool
@@ -131,28 +135,32 @@ func (r *retrier) once(ctx context.Context, off, pos, end int64, buf []byte, eag
 		return 0, err
 	}
 	defer body.Close()
-	got := pos // bytes [pos, got) are in buf
+	size := int64(len(buf))
+	del, got := pos, pos // bytes [del, got) are in buf[:got-del]
 	for got < end {
-		n, rerr := body.Read(buf[got-off : end-off])
+		n, rerr := body.Read(buf[got-del : min(size, end-del)])
 		if n > 0 {
 			stall.Reset(r.timeouts.StallTimeout)
 			got += int64(n)
 			r.stats.bytes.Add(uint64(n))
 		}
 		w := got &^ (PageSize - 1)
-		if got == end || rerr != nil {
-			w = max(w, pos+done)
-			if got == end {
-				w = got
-			}
-		} else if w-(pos+done) < flushBytes && (eager == nil || !eager()) {
-			w = pos + done // not yet: batch
+		switch {
+		case got == end:
+			w = got
+		case rerr != nil:
+			w = max(w, del)
+		case got-del == size:
+			// buf is full: hand on its whole pages.
+		case w-del < flushBytes && (eager == nil || !eager()):
+			w = del // not yet: batch
 		}
-		if w > pos+done {
-			if err := pages(pos+done, w); err != nil {
-				return done, err
+		if w > del {
+			if err := pages(del, w, buf[:w-del]); err != nil {
+				return del - pos, err
 			}
-			done = w - pos
+			copy(buf, buf[w-del:got-del])
+			del = w
 		}
 		if rerr == io.EOF && got == end {
 			break
@@ -161,9 +169,9 @@ func (r *retrier) once(ctx context.Context, off, pos, end int64, buf []byte, eag
 			if rerr == io.EOF {
 				rerr = &Error{Op: "read", URL: r.src.URL(), Kind: KindTransient, Err: io.ErrUnexpectedEOF}
 			}
-			return done, rerr
+			return del - pos, rerr
 		}
 	}
 	observe(&r.stats.latency, time.Since(t0))
-	return done, nil
+	return del - pos, nil
 }

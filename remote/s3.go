@@ -108,6 +108,9 @@ func openS3(ctx context.Context, rawurl, _ string, cfg SourceConfig) (Source, er
 		}
 		return nil, s3Error("open", rawurl, err)
 	}
+	// Read the byte, so that the connection is kept for the first range
+	// request (a fault's) rather than closed.
+	io.Copy(io.Discard, io.LimitReader(out.Body, 1<<10))
 	out.Body.Close()
 	_, _, total, perr := parseContentRange(aws.ToString(out.ContentRange))
 	if perr != nil {

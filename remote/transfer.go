@@ -300,17 +300,22 @@ func Pull(ctx context.Context, url, path string, cfg PullConfig) (Stats, error) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 1<<shift)
+			buf := make([]byte, flushBytes)
+			var sum xxhash.Digest
 			for c := range next {
 				off := c << shift
 				n := min(int64(1)<<shift, id.Size-off)
 				if idx == nil || !idx.zeroChunk(shift, c) {
-					err := r.read(pctx, off, off+n, buf[:n], nil, func(a, b int64) error { return nil })
-					if err == nil && idx != nil && !idx.checkChunk(shift, c, xxhash.Sum64(buf[:n])) {
+					sum.Reset()
+					err := r.read(pctx, off, off+n, buf, nil, func(a, b int64, p []byte) error {
+						sum.Write(p)
+						if _, err := out.WriteAt(p, a); err != nil {
+							return fmt.Errorf("remote: pull: %w", err)
+						}
+						return nil
+					})
+					if err == nil && idx != nil && !idx.checkChunk(shift, c, sum.Sum64()) {
 						err = &Error{Op: "pull", URL: url, Kind: KindCorrupt, Err: fmt.Errorf("chunk %d does not match the index's checksum", c)}
-					}
-					if err == nil {
-						_, err = out.WriteAt(buf[:n], off)
 					}
 					if err != nil {
 						mu.Lock()

@@ -10,8 +10,10 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gouffd/uffd/internal/bench"
+	"github.com/gouffd/uffd/remote"
 )
 
 // benchChild runs this process as one of the benchmark's children (a
@@ -187,6 +189,72 @@ func setupBenchFirecracker(fs *flag.FlagSet) runFunc {
 			progress = nil
 		}
 		rep, err := bench.RunFirecracker(ctx, cfg, progress)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return rep.WriteJSON(stdout)
+		}
+		return rep.WriteText(stdout)
+	}
+}
+
+// setupBenchRemote defines `uffd bench remote`: remote images served by
+// `uffd firecracker --mem-file URL` under test VMs, through the proxy,
+// against their targets.
+func setupBenchRemote(fs *flag.FlagSet) runFunc {
+	mib := intFlag(fs, "mib", 1024, 1, bench.MaxRemoteMiB, "the guests' and the images' size in MiB")
+	runs := intFlag(fs, "runs", 3, 1, bench.MaxRuns, "runs of each case; medians are reported")
+	cases := stringFlag(fs, "cases", strings.Join(bench.RemoteCases, ","), "list", "what to measure: some of "+strings.Join(bench.RemoteCases, ","))
+	rtts := stringFlag(fs, "rtt", "0,1ms,10ms", "list", "round-trip times of the seq case (and of the first fault's latency)")
+	prefetch := stringFlag(fs, "prefetch", "none,adaptive", "list", "the daemon's --prefetch in the seq and random cases: none, adaptive or both")
+	server := choiceFlag(fs, "server", "s3", []string{"s3", "http"}, "the server: s3 (MinIO, from $UFFD_MINIO, $PATH or ~/.cache/uffd-ci/bin) or http (net/http's FileServer)")
+	concurrency := intFlag(fs, "concurrency", remote.DefaultConcurrency, 1, 4096, "the daemon's --fetch-concurrency, and the whole-object download's")
+	chunk := sizeFlag(fs, "chunk-size", remote.DefaultChunkSize, bench.PageSize, 1<<30, bench.PageSize, "the images' chunk size (in their index), and the download's part size")
+	randomRTT := durationFlag(fs, "random-rtt", 10*time.Millisecond, 0, "the round-trip time of the random case")
+	replayRTT := durationFlag(fs, "replay-rtt", 10*time.Millisecond, 0, "the round-trip time of the replay case")
+	sharedRTT := durationFlag(fs, "shared-rtt", 10*time.Millisecond, 0, "the round-trip time of the shared case")
+	bandwidth := sizeFlag(fs, "bandwidth", 100<<20, 1<<20, 1<<40, 1, "the link's cap in the replay case, in bytes per second")
+	sharedVMs := intFlag(fs, "shared-vms", 3, 1, bench.MaxVMs, "VMs restored at once in the shared case")
+	serial := intFlag(fs, "serial", 200, 1, 100000, "single-page requests sampled for the random case's baseline")
+	daemonArgs := stringFlag(fs, "daemon-args", "", "flags", "more flags for the daemon, uffd firecracker (space-separated)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		if len(args) != 0 {
+			return usagef("unexpected argument %q", args[0])
+		}
+		for _, d := range []*time.Duration{randomRTT, replayRTT, sharedRTT} {
+			if *d == 0 {
+				*d = -1 // none, in RemoteConfig
+			}
+		}
+		cfg := bench.RemoteConfig{
+			MiB: *mib, Runs: *runs, Server: *server, Concurrency: *concurrency, ChunkSize: int64(*chunk),
+			RandomRTT: *randomRTT, ReplayRTT: *replayRTT, SharedRTT: *sharedRTT, Bandwidth: int64(*bandwidth),
+			SharedVMs: *sharedVMs, Serial: *serial, DaemonArgs: strings.Fields(*daemonArgs),
+			RTTs: []time.Duration{},
+		}
+		for _, s := range strings.Split(*cases, ",") {
+			cfg.Cases = append(cfg.Cases, strings.TrimSpace(s))
+		}
+		for _, s := range strings.Split(*prefetch, ",") {
+			cfg.Prefetch = append(cfg.Prefetch, strings.TrimSpace(s))
+		}
+		for _, s := range strings.Split(*rtts, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(s))
+			if err != nil {
+				return usagef("--rtt %s: want a list of durations, such as 0,1ms,10ms", *rtts)
+			}
+			cfg.RTTs = append(cfg.RTTs, d)
+		}
+		if err := cfg.Validate(); err != nil {
+			return usagef("%v", err)
+		}
+		progress := func(r bench.RemoteRun) { fmt.Fprintln(stderr, r.Line()) }
+		if *asJSON {
+			progress = nil
+		}
+		rep, err := bench.RunRemote(ctx, cfg, progress)
 		if err != nil {
 			return err
 		}

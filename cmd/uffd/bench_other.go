@@ -24,3 +24,6 @@ func benchChild() (int, bool) { return 0, false }
 
 // setupBenchFirecracker: the comparison needs Linux too.
 func setupBenchFirecracker(fs *flag.FlagSet) runFunc { return runBench }
+
+// setupBenchRemote: so does the remote images' benchmark.
+func setupBenchRemote(fs *flag.FlagSet) runFunc { return runBench }

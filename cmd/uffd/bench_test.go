@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gouffd/uffd/internal/miniotest"
 	"github.com/gouffd/uffd/pager"
 )
 
@@ -214,6 +215,19 @@ func TestBenchBadArgs(t *testing.T) {
 		{[]string{"firecracker", "--runs", "100"}, "--runs 100"},
 		{[]string{"firecracker", "--handler", filepath.Join(t.TempDir(), "none")}, "--handler"},
 		{[]string{"firecracker", "extra"}, `unexpected argument "extra"`},
+		{[]string{"remote", "--mib", "0"}, "--mib 0: want 1 to 16384"},
+		{[]string{"remote", "--cases", "seq,fast"}, `--cases "fast": want some of seq,random,replay,shared`},
+		{[]string{"remote", "--prefetch", "fixed"}, `--prefetch "fixed": want none or adaptive`},
+		{[]string{"remote", "--rtt", "0,fast"}, "--rtt 0,fast: want a list of durations"},
+		{[]string{"remote", "--rtt", "20s"}, "an RTT of 20s: want 0 to 10s"},
+		{[]string{"remote", "--server", "ftp"}, "--server ftp: want s3 or http"},
+		{[]string{"remote", "--chunk-size", "12KiB"}, "--chunk-size 12288: want a power of two"},
+		{[]string{"remote", "--mib", "2", "--chunk-size", "4MiB"}, "larger than the 2 MiB image"},
+		{[]string{"remote", "--bandwidth", "1KiB"}, "--bandwidth 1KiB: want 1MiB to 1TiB"},
+		{[]string{"remote", "--random-rtt", "x"}, "--random-rtt x: not a duration"},
+		{[]string{"remote", "--shared-vms", "0"}, "--shared-vms 0"},
+		{[]string{"remote", "--concurrency", "0"}, "--concurrency 0"},
+		{[]string{"remote", "extra"}, `unexpected argument "extra"`},
 	} {
 		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
 			stdout, _, err := runBenchCmd(context.Background(), tc.args...)
@@ -242,7 +256,7 @@ func TestBenchNoCompiler(t *testing.T) {
 func TestBenchHelp(t *testing.T) {
 	stdout, _, err := runBenchCmd(context.Background(), "-h")
 	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stdout, "--faulters-in") || !strings.Contains(stdout, "--ref-mode") || !strings.Contains(stdout, "--targets") ||
-		!strings.Contains(stdout, "uffd bench firecracker") {
+		!strings.Contains(stdout, "uffd bench firecracker") || !strings.Contains(stdout, "uffd bench remote") {
 		t.Errorf("bench -h: err %v, stdout:\n%s", err, stdout)
 	}
 }
@@ -373,5 +387,66 @@ func TestBenchFirecracker(t *testing.T) {
 		if c.Go.NSPerPage <= 0 || c.C.NSPerPage <= 0 || c.PerPage <= 0 || c.Throughput <= 0 {
 			t.Errorf("case %d: %+v", i, c)
 		}
+	}
+}
+
+// TestBenchRemote runs the remote images' benchmark briefly, every case,
+// against an HTTP FileServer and against MinIO (when installed): the
+// daemon is this test binary as the command.
+func TestBenchRemote(t *testing.T) {
+	t.Setenv(envMain, "1")
+	for _, server := range []string{"http", "s3"} {
+		t.Run(server, func(t *testing.T) {
+			if _, err := miniotest.Find(); server == "s3" && err != nil {
+				if os.Getenv("CI") != "" {
+					t.Fatal(err)
+				}
+				t.Skip(err)
+			}
+			stdout, stderr, err := runBenchCmd(context.Background(), "remote", "--server", server, "--mib", "16", "--chunk-size", "1MiB",
+				"--runs", "1", "--rtt", "0,1ms", "--random-rtt", "1ms", "--replay-rtt", "1ms", "--shared-rtt", "0", "--serial", "5", "--json")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			var rep struct {
+				MiB     int `json:"mib"`
+				Targets []struct {
+					Name    string  `json:"target"`
+					Value   float64 `json:"value"`
+					Ref     float64 `json:"reference"`
+					Ratio   float64 `json:"ratio"`
+					Control float64 `json:"control"`
+				} `json:"targets"`
+				Runs []struct {
+					Case      string `json:"case"`
+					PassNS    int64  `json:"pass_ns"`
+					BytesDown int64  `json:"bytes_down"`
+				} `json:"runs_detail"`
+			}
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatalf("%v\n%s", err, stdout)
+			}
+			var names []string
+			for _, tg := range rep.Targets {
+				names = append(names, tg.Name)
+				// The handler's part of the first fault is a difference:
+				// noise may make it negative.
+				positive := tg.Value > 0 && tg.Ratio > 0 || strings.HasPrefix(tg.Name, "first-fault-handler/")
+				if !positive || tg.Ref <= 0 || math.IsInf(tg.Ratio, 0) || math.IsNaN(tg.Ratio) {
+					t.Errorf("target %+v", tg)
+				}
+			}
+			want := []string{"first-fault/rtt=0s", "first-fault-handler/rtt=0s", "first-fault/rtt=1ms", "first-fault-handler/rtt=1ms",
+				"seq/none/rtt=0s", "seq/adaptive/rtt=0s", "seq/none/rtt=1ms", "seq/adaptive/rtt=1ms",
+				"random/none/rtt=1ms", "random/adaptive/rtt=1ms", "replay/rtt=1ms", "shared/vms=3/rtt=0s"}
+			if rep.MiB != 16 || !slices.Equal(names, want) {
+				t.Fatalf("targets %q, want %q", names, want)
+			}
+			for _, r := range rep.Runs {
+				if r.PassNS <= 0 || r.Case != "local" && r.BytesDown <= 0 {
+					t.Errorf("run %+v", r)
+				}
+			}
+		})
 	}
 }

@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -73,6 +74,9 @@ type Config struct {
 	// after every PaceEvery pages.
 	PaceEvery int           `json:"pace_every,omitempty"`
 	PaceSleep time.Duration `json:"pace_sleep,omitempty"`
+	// Latency times every touch of the passes (Pass.P50Ns, P99Ns,
+	// MaxNs); the first touch of each pass is timed in any case.
+	Latency bool `json:"latency,omitempty"`
 	// Verify compares every byte of the guest with the memory file after
 	// the passes.
 	Verify bool `json:"verify"`
@@ -99,6 +103,13 @@ type Pass struct {
 	Order string `json:"order"`
 	Pages int    `json:"pages"`
 	Ns    int64  `json:"ns"`
+	// FirstNs is the time the pass's first touch took: with the guest's
+	// memory untouched, from its first fault to its page installed.
+	FirstNs int64 `json:"first_ns"`
+	// P50Ns, P99Ns and MaxNs are the touches' latencies (Config.Latency).
+	P50Ns int64 `json:"p50_ns,omitempty"`
+	P99Ns int64 `json:"p99_ns,omitempty"`
+	MaxNs int64 `json:"max_ns,omitempty"`
 }
 
 // Result is what a VM reports on its standard output.
@@ -268,7 +279,7 @@ func Run(cfg Config) (Result, error) {
 
 	waitFile(cfg.StartFile)
 	for _, order := range cfg.Touch {
-		p, err := g.touch(order, cfg.PaceEvery, cfg.PaceSleep)
+		p, err := g.touch(order, cfg.PaceEvery, cfg.PaceSleep, cfg.Latency)
 		if err != nil {
 			return res, err
 		}
@@ -367,8 +378,9 @@ func shuffle(p [][2]int) {
 
 var sink byte
 
-// touch makes one pass over the guest.
-func (g *guest) touch(order string, paceEvery int, paceSleep time.Duration) (Pass, error) {
+// touch makes one pass over the guest, timing its first touch, and every
+// touch with latency.
+func (g *guest) touch(order string, paceEvery int, paceSleep time.Duration, latency bool) (Pass, error) {
 	pages := g.pages()
 	write := false
 	switch order {
@@ -391,9 +403,15 @@ func (g *guest) touch(order string, paceEvery int, paceSleep time.Duration) (Pas
 			want[i] = g.file[int(g.regions[p[0]].Offset)+p[1]]
 		}
 	}
+	var lat []int64
+	if latency {
+		lat = make([]int64, len(pages))
+	}
 	runtime.GC() // not during the pass
 	var acc byte
+	var first time.Duration
 	t0 := time.Now()
+	last := t0
 	for i, p := range pages {
 		b := g.maps[p[0]]
 		if write {
@@ -401,13 +419,29 @@ func (g *guest) touch(order string, paceEvery int, paceSleep time.Duration) (Pas
 		} else {
 			acc += b[p[1]]
 		}
+		if i == 0 {
+			first = time.Since(t0)
+		}
+		if latency {
+			now := time.Now()
+			lat[i] = int64(now.Sub(last))
+			last = now
+		}
 		if paceEvery > 0 && i%paceEvery == paceEvery-1 {
 			time.Sleep(paceSleep)
+			if latency {
+				last = time.Now()
+			}
 		}
 	}
 	ns := time.Since(t0).Nanoseconds()
 	sink += acc
-	return Pass{Order: order, Pages: len(pages), Ns: ns}, nil
+	pass := Pass{Order: order, Pages: len(pages), Ns: ns, FirstNs: first.Nanoseconds()}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		pass.P50Ns, pass.P99Ns, pass.MaxNs = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	}
+	return pass, nil
 }
 
 // verify compares every page of the guest with the memory file.

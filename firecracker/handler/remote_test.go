@@ -7,11 +7,14 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/gouffd/uffd/firecracker/handler"
+	"github.com/gouffd/uffd/pager"
 	"github.com/gouffd/uffd/remote"
 )
 
@@ -94,3 +97,49 @@ func TestRemoteImageMissing(t *testing.T) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// TestRemoteImageReplay: record-replay from a remote image. A restore is
+// recorded; a later restore, by a new daemon with a cold cache, has the
+// trace's chunks fetched and every recorded page installed before the
+// guest touches anything, the image fetched once, every byte right.
+func TestRemoteImageReplay(t *testing.T) {
+	const size = 32 << 20
+	dir := sockDir(t)
+	path, data := memFile(t, dir, size)
+	base, sent := countingServer(t, dir)
+	trace := filepath.Join(t.TempDir(), "trace")
+	open := func() *remote.Image {
+		cache, err := remote.OpenCache(t.TempDir(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cache.Close() })
+		im, err := remote.Open(context.Background(), base+"/mem", remote.Config{Cache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { im.Close() })
+		return im
+	}
+	cfg := handler.Config{Mode: handler.RecordReplay, Trace: trace, Prefetch: pager.Adaptive()}
+	rec := startDaemonOn(t, dir, path, data, open(), cfg)
+	rec.startVM(vmOf(size)).wait(t)
+	waitFor(t, "the trace", func() bool { return len(rec.logLines("trace written")) == 1 })
+	rec.stop()
+
+	sent.Store(0)
+	d := startDaemonOn(t, sockDir(t), path, data, open(), cfg)
+	startFile := filepath.Join(t.TempDir(), "start")
+	vm := vmOf(size)
+	vm.StartFile = startFile
+	p := d.startVM(vm)
+	waitFor(t, "the replay", func() bool { return len(d.logLines("replay done")) == 1 })
+	if filled := d.s.Stats().Filled; filled != size/4096 {
+		t.Errorf("the replay installed %d pages, want all %d recorded", filled, size/4096)
+	}
+	os.WriteFile(startFile, nil, 0o600)
+	p.wait(t) // every byte checked
+	if got := sent.Load(); got < size || got > size*105/100 {
+		t.Errorf("the server sent %d bytes for a replay of a %d-byte image: want it once", got, size)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net"
 	"slices"
@@ -372,16 +373,53 @@ func (v *vm) runPrefault() {
 
 // runReplay prefetches the pages of t, in its order, merging runs of
 // consecutive pages into one resolve, skipping memory the VMM maps
-// PROT_NONE.
+// PROT_NONE. From memory that is fetched (a remote image), the chunks are
+// asked for first, in the trace's order (see arrivalOrder).
 func (v *vm) runReplay(t *Trace) {
-	byOff := slices.Clone(v.maps)
-	slices.SortFunc(byOff, func(a, b firecracker.Mapping) int { return cmp.Compare(a.Offset, b.Offset) })
 	t0 := time.Now()
+	var split uint64
+	f, fetched := v.s.cfg.Memory.(pager.Fetcher)
+	if fetched {
+		split = 1 << f.State().ChunkShift
+	}
+	runs, outside := replayRuns(v.maps, t.Offsets, split)
+	seq := slices.Values(runs)
+	if fetched {
+		seq = v.arrivalOrder(f, runs, split)
+	}
 	pm := newPeerMemory(v)
-	pages, outside := 0, 0
+	pages := 0
 	var skipped uint64
+	for r := range seq {
+		_, skip, ok := v.resolve(pm, r.addr, r.n, "replay")
+		skipped += skip
+		if !ok {
+			v.log.Debug("replay stopped", "pages", pages, "of", len(t.Offsets))
+			return
+		}
+		pages += r.pages
+	}
+	if v.ctx.Err() != nil {
+		v.log.Debug("replay stopped", "pages", pages, "of", len(t.Offsets))
+		return
+	}
+	v.log.Info("replay done", "pages", pages, "outside", outside, "skipped_bytes", skipped, "took", time.Since(t0).Round(time.Millisecond))
+}
+
+// replayRun is a run of consecutive pages of a trace: n bytes at addr in
+// the guest, at off in the memory file, pages entries of the trace.
+type replayRun struct {
+	addr, off, n uint64
+	pages        int
+}
+
+// replayRuns turns a trace's file offsets into runs of consecutive pages
+// (1 MiB at most, none across a multiple of split when it is not 0), in
+// the trace's order, and counts the offsets outside every mapping.
+func replayRuns(maps []firecracker.Mapping, offs []uint64, split uint64) (runs []replayRun, outside int) {
+	byOff := slices.Clone(maps)
+	slices.SortFunc(byOff, func(a, b firecracker.Mapping) int { return cmp.Compare(a.Offset, b.Offset) })
 	const maxRun = 1 << 20
-	offs := t.Offsets
 	for i := 0; i < len(offs); {
 		m, ok := mappingAtOffset(byOff, offs[i])
 		if !ok {
@@ -393,21 +431,70 @@ func (v *vm) runReplay(t *Trace) {
 		first := offs[i] &^ (ps - 1)
 		end := first + ps
 		j := i + 1
-		for j < len(offs) && end-first < maxRun && offs[j]&^(ps-1) == end && end < m.Offset+m.Size {
+		for j < len(offs) && end-first < maxRun && offs[j]&^(ps-1) == end && end < m.Offset+m.Size && (split == 0 || end%split != 0) {
 			end += ps
 			j++
 		}
-		addr := m.BaseHostVirtAddr + (first - m.Offset)
-		_, skip, ok := v.resolve(pm, addr, end-first, "replay")
-		skipped += skip
-		if !ok {
-			v.log.Debug("replay stopped", "pages", pages, "of", len(offs))
-			return
-		}
-		pages += j - i
+		runs = append(runs, replayRun{addr: m.BaseHostVirtAddr + (first - m.Offset), off: first, n: end - first, pages: j - i})
 		i = j
 	}
-	v.log.Info("replay done", "pages", pages, "outside", outside, "skipped_bytes", skipped, "took", time.Since(t0).Round(time.Millisecond))
+	return runs, outside
+}
+
+// arrivalOrder asks f for the chunks (of split bytes) that runs need,
+// each once, in the order the runs first need them, in the background
+// (the guest's faults overtake them), and yields the runs of each chunk,
+// in their order, as soon as the chunk has arrived, until v stops.
+// Resolving pages whose bytes are there installs them from the cache in
+// the engine's threads, in one go, rather than one at a time from Go as
+// each arrives; and until then the pages are not claimed, so that the
+// guest's own faults on them are urgent requests, not waits behind the
+// replay.
+func (v *vm) arrivalOrder(f pager.Fetcher, runs []replayRun, split uint64) iter.Seq[replayRun] {
+	limit := (uint64(f.Size()) + 4095) &^ 4095
+	byChunk := map[uint64][]replayRun{}
+	var order []uint64
+	for _, r := range runs {
+		c := r.off / split
+		if _, ok := byChunk[c]; !ok {
+			order = append(order, c)
+		}
+		byChunk[c] = append(byChunk[c], r)
+	}
+	arrived := make(chan uint64, len(order))
+	for _, c := range order {
+		off := c * split
+		if off >= limit {
+			arrived <- c // outside the memory: resolving reports it
+			continue
+		}
+		n := min(split, limit-off)
+		var left atomic.Int64
+		left.Store(int64(n))
+		var once sync.Once
+		f.Fetch(int64(off), int64(n), false, func(_, got int64, err error) {
+			// On an error, resolving asks again (and applies the
+			// region's error policy).
+			if err != nil || left.Add(-got) == 0 {
+				once.Do(func() { arrived <- c })
+			}
+		})
+	}
+	return func(yield func(replayRun) bool) {
+		for range order {
+			var c uint64
+			select {
+			case c = <-arrived:
+			case <-v.ctx.Done():
+				return
+			}
+			for _, r := range byChunk[c] {
+				if !yield(r) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // mappingAtOffset finds the region whose file range holds off.

@@ -303,7 +303,14 @@ var (
 )
 
 func startHandler(ctx context.Context, name string, args ...string) (*handlerProc, error) {
+	return startHandlerEnv(ctx, nil, name, args...)
+}
+
+// startHandlerEnv starts a handler with the environment env (nil: this
+// process's).
+func startHandlerEnv(ctx context.Context, env []string, name string, args ...string) (*handlerProc, error) {
 	h := &handlerProc{cmd: exec.CommandContext(ctx, name, args...), changed: make(chan struct{}), done: make(chan struct{})}
+	h.cmd.Env = env
 	h.cmd.Cancel = func() error { return h.cmd.Process.Signal(syscall.SIGTERM) }
 	h.cmd.WaitDelay = 10 * time.Second
 	stderr, err := h.cmd.StderrPipe()

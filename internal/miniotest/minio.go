@@ -74,31 +74,49 @@ type Server struct {
 // environment (MINIO_REGION=..., for instance).
 func Start(tb testing.TB, extraEnv ...string) *Server {
 	tb.Helper()
-	bin, err := Find()
-	if err != nil {
+	if _, err := Find(); err != nil {
 		if os.Getenv("CI") != "" { // CI builds MinIO: a skip there is a failure
 			tb.Fatal(err.Error())
 		}
 		tb.Skip(err.Error())
 	}
-	s := &Server{bin: bin, dir: tb.TempDir(), addr: freeAddr(tb)}
-	s.env = append(os.Environ(), "MINIO_ROOT_USER="+AccessKey, "MINIO_ROOT_PASSWORD="+SecretKey,
-		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
-	s.env = append(s.env, extraEnv...)
-	if err := s.start(); err != nil {
+	s, err := Launch(tb.TempDir(), extraEnv...)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(s.Stop)
 	return s
 }
 
-func freeAddr(tb testing.TB) string {
+// Launch starts MinIO (found by Find) on a free port of 127.0.0.1 with
+// its data in dir, outside a test (a benchmark command); the caller
+// stops it with Stop.
+func Launch(dir string, extraEnv ...string) (*Server, error) {
+	bin, err := Find()
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin, dir: dir, addr: addr}
+	s.env = append(os.Environ(), "MINIO_ROOT_USER="+AccessKey, "MINIO_ROOT_PASSWORD="+SecretKey,
+		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
+	s.env = append(s.env, extraEnv...)
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatal(err)
+		return "", fmt.Errorf("miniotest: %w", err)
 	}
 	defer ln.Close()
-	return ln.Addr().String()
+	return ln.Addr().String(), nil
 }
 
 func (s *Server) start() error {
@@ -136,6 +154,14 @@ func (s *Server) start() error {
 	}
 	s.Stop()
 	return fmt.Errorf("miniotest: minio not ready on %s within 60s", s.addr)
+}
+
+// PID is the server process's id (0 when stopped).
+func (s *Server) PID() int {
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
 }
 
 // Addr is the server's host:port; Endpoint, its URL.

@@ -319,6 +319,9 @@ func (p *Proxy) downstreamFaults(l *link, n int64) bool {
 	return true
 }
 
+// bwBurst is how far the bandwidth cap's schedule may fall behind.
+const bwBurst = 2 * time.Millisecond
+
 // shape waits for n bytes' turn under the bandwidth cap.
 func (p *Proxy) shape(n int) {
 	bw := p.bandwidth.Load()
@@ -327,8 +330,11 @@ func (p *Proxy) shape(n int) {
 	}
 	p.bwMu.Lock()
 	now := time.Now()
-	if p.bwCursor.Before(now) {
-		p.bwCursor = now
+	// The cursor may lag behind now by a burst: the time a sender lost
+	// waking up late is made up by the next pieces, so that the rate
+	// holds at the cap on a loaded machine.
+	if floor := now.Add(-bwBurst); p.bwCursor.Before(floor) {
+		p.bwCursor = floor
 	}
 	p.bwCursor = p.bwCursor.Add(time.Duration(float64(n) / float64(bw) * float64(time.Second)))
 	until := p.bwCursor
