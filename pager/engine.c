@@ -207,19 +207,32 @@ typedef struct {
 	int woken;
 } pg_stray;
 
+// A slot is what one engine thread updates on every fault, on cache lines
+// of its own, so that threads serving faults on different CPUs do not
+// bounce lines between them: its share of the pager's lock (a reader takes
+// its own slot's, a writer every slot's), its counters, and its count of
+// faults read and not yet handled. The last slot is shared by every other
+// thread (Go's calls).
+typedef struct {
+	pthread_rwlock_t lock;
+	pg_counters c;
+	int64_t pending;
+} __attribute__((aligned(64))) pg_slot;
+
 struct pg_pager {
 	int fd;  // the engine's duplicate of the userfaultfd
 	int nfd; // eventfd: Go has something to take
 	int events, poison, adaptive, trace_on;
 	int64_t pf_min, pf_max;
 
-	// The layout and every bitmap change happen under lock: installs
-	// share it from choosing a page's contents to the ioctl's return;
-	// events take it exclusively, and with event features a reader holds
-	// it exclusively from read(2) to the events applied, so that no copy
-	// chosen before an event lands after the process that raised it
-	// resumed.
-	pthread_rwlock_t lock;
+	// The layout and every bitmap change happen under the lock (the
+	// slots' locks together): installs share it from choosing a page's
+	// contents to the ioctl's return; events take it exclusively, and with
+	// event features a reader holds it exclusively from read(2) to the
+	// events applied, so that no copy chosen before an event lands after
+	// the process that raised it resumed.
+	pg_slot *slots; // per engine thread: lock, counters; the last is shared
+	int nslots;
 	pg_layout *layout;
 	uint64_t gen;   // bumped when UNMAP or REMAP change addresses
 	int moved;      // an UNMAP or REMAP was seen
@@ -249,10 +262,8 @@ struct pg_pager {
 	pg_stray stray[PG_STRAYS];
 	int nstray;
 
-	int attached;    // served by an engine (atomic)
-	int64_t pending; // fault messages read and not yet handled (atomic)
-	int saved_fl;    // file flags before an engine changed them, or -1
-	pg_counters c;
+	int attached; // served by an engine (atomic)
+	int saved_fl; // file flags before an engine changed them, or -1
 
 	pg_pager *next;      // in the engine's list
 	pg_pager *fork_next; // in the parent's forks
@@ -261,6 +272,36 @@ struct pg_pager {
 	pg_snap *snap;  // write-protect faults go there (snap.c), or NULL
 	int snap_users; // readers using snap (atomic)
 };
+
+// slot returns the slot of engine thread index s, or the shared one for
+// s < 0.
+static inline pg_slot *slot(pg_pager *p, int s) {
+	return &p->slots[s < 0 ? p->nslots - 1 : s % (p->nslots - 1)];
+}
+
+static inline pg_counters *ctr(pg_pager *p, int s) { return &slot(p, s)->c; }
+
+static inline void rd_lock(pg_pager *p, int s) { pthread_rwlock_rdlock(&slot(p, s)->lock); }
+static inline void rd_unlock(pg_pager *p, int s) { pthread_rwlock_unlock(&slot(p, s)->lock); }
+
+static void wr_lock(pg_pager *p) {
+	for (int i = 0; i < p->nslots; i++) pthread_rwlock_wrlock(&p->slots[i].lock);
+}
+
+static void wr_unlock(pg_pager *p) {
+	for (int i = p->nslots - 1; i >= 0; i--) pthread_rwlock_unlock(&p->slots[i].lock);
+}
+
+// wr_trylock takes every slot's lock without waiting, or none (non-zero).
+static int wr_trylock(pg_pager *p) {
+	for (int i = 0; i < p->nslots; i++) {
+		if (pthread_rwlock_trywrlock(&p->slots[i].lock)) {
+			while (i-- > 0) pthread_rwlock_unlock(&p->slots[i].lock);
+			return 1;
+		}
+	}
+	return 0;
+}
 
 static void notify(pg_pager *p) {
 	if (p->nfd < 0) return;
@@ -326,11 +367,11 @@ static void trace_fault(pg_pager *p, uint64_t addr) {
 	if (wake) notify(p);
 }
 
-static void observe(pg_pager *p, uint64_t t0) {
+static void observe(pg_pager *p, int s, uint64_t t0) {
 	uint64_t d = now_ns() - t0;
 	int i = d ? 63 - __builtin_clzll(d) : 0;
 	if (i >= PG_BUCKETS) i = PG_BUCKETS - 1;
-	add64(&p->c.latency[i], 1);
+	add64(&ctr(p, s)->latency[i], 1);
 }
 
 static const pg_region *lookup(const pg_layout *l, uint64_t addr) {
@@ -402,6 +443,7 @@ typedef struct {
 	int count;      // C_*
 	int err;
 	int64_t piece;  // most pages per ioctl, or 0
+	int slot;       // the calling thread's slot
 } inst;
 
 // ioctl_run resolves pages [lo, hi) of one kind, continuing after partial
@@ -444,7 +486,7 @@ static int ioctl_run(inst *in, int64_t lo, int64_t hi, int kind, const char *src
 		if (err == EEXIST) {
 			// Another resolver won, or the page was there before us:
 			// the kernel woke nobody, so wake whoever waits on it.
-			add64(&p->c.exists, 1);
+			add64(&ctr(p, in->slot)->exists, 1);
 			wake(p, dst, r->psize);
 			dst += r->psize, off += r->psize;
 			existed++;
@@ -453,9 +495,9 @@ static int ioctl_run(inst *in, int64_t lo, int64_t hi, int kind, const char *src
 		*at = (int64_t)((dst - r->start) >> r->shift);
 		in->err = err;
 		uint64_t put = (uint64_t)(*at - lo) - existed;
-		add64(&p->c.pages, put);
-		add64(&p->c.bytes, put << r->shift);
-		if (kind == K_ZERO) add64(&p->c.zeroed, put);
+		add64(&ctr(p, in->slot)->pages, put);
+		add64(&ctr(p, in->slot)->bytes, put << r->shift);
+		if (kind == K_ZERO) add64(&ctr(p, in->slot)->zeroed, put);
 		switch (err) {
 		case EAGAIN: return PG_RETRY; // an event is pending
 		case ESRCH: return PG_GONE;
@@ -466,9 +508,9 @@ static int ioctl_run(inst *in, int64_t lo, int64_t hi, int kind, const char *src
 		}
 	}
 	uint64_t put = (uint64_t)(hi - lo) - existed;
-	add64(&p->c.pages, put);
-	add64(&p->c.bytes, put << r->shift);
-	if (kind == K_ZERO) add64(&p->c.zeroed, put);
+	add64(&ctr(p, in->slot)->pages, put);
+	add64(&ctr(p, in->slot)->bytes, put << r->shift);
+	if (kind == K_ZERO) add64(&ctr(p, in->slot)->zeroed, put);
 	return PG_OK;
 }
 
@@ -480,20 +522,20 @@ static void account(inst *in, int64_t lo, int64_t hi) {
 	switch (in->count) {
 	case C_FAULT:
 		if (in->f >= lo && in->f < hi) {
-			observe(p, in->t0);
+			observe(p, in->slot, in->t0);
 			n--;
 		}
-		add64(&p->c.prefetched, n);
+		add64(&ctr(p, in->slot)->prefetched, n);
 		break;
-	case C_AHEAD: add64(&p->c.prefetched, n); break;
-	case C_FILL: add64(&p->c.filled, n); break;
+	case C_AHEAD: add64(&ctr(p, in->slot)->prefetched, n); break;
+	case C_FILL: add64(&ctr(p, in->slot)->filled, n); break;
 	}
 }
 
 // install resolves the claimed pages [lo, hi) of r, marking them done. On
 // any outcome but PG_OK it sets *at to the first page not in place; the
 // pages from *at stay claimed for PG_NEED and PG_SRCERR, and are released
-// and their threads woken otherwise. The caller holds p->lock (shared).
+// and their threads woken otherwise. The caller holds the pager's lock (shared).
 static int install(inst *in, int64_t lo, int64_t hi, int64_t *at) {
 	pg_pager *p = in->p;
 	const pg_region *r = in->r;
@@ -579,8 +621,8 @@ stopped:
 // go away without an event (no EVENT_REMOVE, MADV_REMOVE through another
 // mapping, a hole punched in shared memory), and the kernel's answer for a
 // dropped page is zeroes: so is ours.
-static int reinstall(pg_pager *p, const pg_region *r, int64_t i) {
-	inst in = {.p = p, .r = r, .f = -1, .count = C_FILL};
+static int reinstall(pg_pager *p, int s, const pg_region *r, int64_t i) {
+	inst in = {.p = p, .r = r, .f = -1, .count = C_FILL, .slot = s};
 	int64_t at = i + 1;
 	int out = ioctl_run(&in, i, i + 1, K_ZERO, NULL, &at);
 	if (out == PG_FAILED) record(p, PG_ERR_IOCTL, in.err, page_addr(r, i), r->psize, r->id);
@@ -695,8 +737,8 @@ static void defer_fault(pg_pager *p, uint64_t addr, uint64_t t0) {
 // added (pg_add), reporting each address once. After the process moved or
 // unmapped memory, the thread faulted where memory was: it is woken once,
 // to fault again where memory is now, or get SIGSEGV.
-static void outside(pg_pager *p, uint64_t addr, uint64_t t0) {
-	add64(&p->c.outside, 1);
+static void outside(pg_pager *p, int s, uint64_t addr, uint64_t t0) {
+	add64(&ctr(p, s)->outside, 1);
 	uint64_t pg = addr & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
 	int moved = __atomic_load_n(&p->moved, __ATOMIC_SEQ_CST), wakeit = 0, fresh = 1;
 	pthread_mutex_lock(&p->dmu);
@@ -719,16 +761,17 @@ static void outside(pg_pager *p, uint64_t addr, uint64_t t0) {
 
 typedef struct pg_thread pg_thread;
 static void post_ahead(pg_thread *th, pg_pager *p, const pg_req *q);
+static int th_slot(const pg_thread *th);
 
 // fault resolves one page-fault message read by th (NULL: Go's thread).
 static void fault(pg_thread *th, pg_pager *p, uint64_t addr, uint64_t t0) {
 	uint64_t ev = ld64(&p->evseq);
-	int deferred = 0;
-	pthread_rwlock_rdlock(&p->lock);
+	int deferred = 0, s = th_slot(th);
+	rd_lock(p, s);
 	const pg_region *r = lookup(p->layout, addr);
 	if (!r) {
-		pthread_rwlock_unlock(&p->lock);
-		outside(p, addr, t0);
+		rd_unlock(p, s);
+		outside(p, s, addr, t0);
 		return;
 	}
 	int64_t i = (int64_t)((addr - r->start) >> r->shift), idx = r->base + i;
@@ -742,8 +785,8 @@ static void fault(pg_thread *th, pg_pager *p, uint64_t addr, uint64_t t0) {
 	if (n == 0) {
 		// Someone holds the page: the resolver installing it wakes the
 		// thread, whatever its outcome. Or it was resolved already.
-		if (bm_get(r->st->done, idx) && reinstall(p, r, i) == PG_GONE) set_status(p, PG_ST_GONE, 0);
-		pthread_rwlock_unlock(&p->lock);
+		if (bm_get(r->st->done, idx) && reinstall(p, s, r, i) == PG_GONE) set_status(p, PG_ST_GONE, 0);
+		rd_unlock(p, s);
 		return;
 	}
 	trace_fault(p, page_addr(r, i));
@@ -760,7 +803,7 @@ static void fault(pg_thread *th, pg_pager *p, uint64_t addr, uint64_t t0) {
 			else if (push_req(p, &q)) bm_clear(r->st->claimed, r->base + i + n, k);
 		}
 	}
-	inst in = {.p = p, .r = r, .f = i, .t0 = t0, .count = C_FAULT};
+	inst in = {.p = p, .r = r, .f = i, .t0 = t0, .count = C_FAULT, .slot = s};
 	int64_t at = i + n;
 	int out = install(&in, i - back, i + n, &at);
 	switch (out) {
@@ -775,7 +818,7 @@ static void fault(pg_thread *th, pg_pager *p, uint64_t addr, uint64_t t0) {
 		set_status(p, PG_ST_GONE, 0);
 		break;
 	}
-	pthread_rwlock_unlock(&p->lock);
+	rd_unlock(p, s);
 	if (deferred) {
 		defer_fault(p, addr, t0);
 		// The event may have been applied meanwhile by another reader,
@@ -889,7 +932,7 @@ static int ev_remap(pg_pager *p, uint64_t from, uint64_t to, uint64_t len) {
 
 // removed marks the whole pages of [start, end) as dropped by the process:
 // their next fault gets zeroes. A page being installed stays claimed: its
-// install, which has not chosen its contents yet (it waits for p->lock),
+// install, which has not chosen its contents yet (it waits for the lock),
 // sees the mark and installs zeroes.
 static void removed(pg_pager *p, uint64_t start, uint64_t end) {
 	const pg_layout *l = p->layout;
@@ -916,9 +959,9 @@ static void removed(pg_pager *p, uint64_t start, uint64_t end) {
 
 static pg_pager *fork_pager(pg_pager *p, int fd);
 
-// events applies a batch's non-fault events. The caller holds p->lock
+// events applies a batch's non-fault events. The caller holds the pager's lock
 // exclusively.
-static void events(pg_pager *p, struct uffd_msg *m, int n) {
+static void events(pg_pager *p, int s, struct uffd_msg *m, int n) {
 	int any = 0;
 	for (int i = 0; i < n; i++) {
 		int bad = 0;
@@ -926,19 +969,19 @@ static void events(pg_pager *p, struct uffd_msg *m, int n) {
 		case UFFD_EVENT_PAGEFAULT:
 			continue;
 		case UFFD_EVENT_REMOVE:
-			add64(&p->c.removes, 1);
+			add64(&ctr(p, s)->removes, 1);
 			removed(p, m[i].arg.remove.start, m[i].arg.remove.end);
 			break;
 		case UFFD_EVENT_UNMAP:
-			add64(&p->c.unmaps, 1);
+			add64(&ctr(p, s)->unmaps, 1);
 			bad = ev_unmap(p, m[i].arg.remove.start, m[i].arg.remove.end);
 			break;
 		case UFFD_EVENT_REMAP:
-			add64(&p->c.remaps, 1);
+			add64(&ctr(p, s)->remaps, 1);
 			bad = ev_remap(p, m[i].arg.remap.from, m[i].arg.remap.to, m[i].arg.remap.len);
 			break;
 		case UFFD_EVENT_FORK: {
-			add64(&p->c.forks, 1);
+			add64(&ctr(p, s)->forks, 1);
 			pg_pager *c = fork_pager(p, (int)m[i].arg.fork.ufd);
 			if (!c) {
 				close((int)m[i].arg.fork.ufd);
@@ -976,6 +1019,9 @@ struct pg_thread {
 	int os_tid;
 	struct uffd_msg msgs[PG_BATCH];
 };
+
+// th_slot is the slot of reader th, or the shared one for Go's thread.
+static int th_slot(const pg_thread *th) { return th ? th->idx : -1; }
 
 typedef struct {
 	pg_pager *p;
@@ -1035,7 +1081,7 @@ void pg_set_snap(pg_pager *p, pg_snap *s) {
 }
 
 // batch handles the messages a reader read from p. locked: the reader holds
-// p->lock exclusively (event features), released here.
+// the pager's lock exclusively (event features), released here.
 static void batch(pg_thread *th, pg_pager *p, int k, int locked) {
 	uint64_t t0 = now_ns();
 	int faults = 0, evs = 0;
@@ -1044,38 +1090,39 @@ static void batch(pg_thread *th, pg_pager *p, int k, int locked) {
 		else evs++;
 	}
 	if (evs) {
-		if (!locked) pthread_rwlock_wrlock(&p->lock);
-		events(p, th->msgs, k);
-		if (!locked) pthread_rwlock_unlock(&p->lock);
+		if (!locked) wr_lock(p);
+		events(p, th->idx, th->msgs, k);
+		if (!locked) wr_unlock(p);
 	}
+	pg_slot *sl = slot(p, th->idx);
 	if (faults) {
-		__atomic_fetch_add(&p->pending, faults, __ATOMIC_SEQ_CST);
-		add64(&p->c.faults, (uint64_t)faults);
+		__atomic_fetch_add(&sl->pending, faults, __ATOMIC_SEQ_CST);
+		add64(&sl->c.faults, (uint64_t)faults);
 	}
-	if (locked) pthread_rwlock_unlock(&p->lock);
+	if (locked) wr_unlock(p);
 	if (evs && __atomic_load_n(&p->ndef, __ATOMIC_SEQ_CST)) retry_deferred(th, p);
 	for (int i = 0; i < k; i++) {
 		if (th->msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
 		if (!(th->msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) || !snap_fault(p, th->msgs[i].arg.pagefault.address, t0))
 			fault(th, p, th->msgs[i].arg.pagefault.address, t0);
-		__atomic_fetch_sub(&p->pending, 1, __ATOMIC_SEQ_CST);
+		__atomic_fetch_sub(&sl->pending, 1, __ATOMIC_SEQ_CST);
 	}
 }
 
 static void serve_epoll(pg_thread *th, pg_pager *p) {
-	if (p->events && pthread_rwlock_trywrlock(&p->lock)) {
+	if (p->events && wr_trylock(p)) {
 		// Busy: another reader reads, or installs are in flight. Every
 		// reader wakes for every message; the one on the faulting CPU
 		// usually read it already. Wait for the lock only if something is
 		// still unread, so as not to make the others wake us.
 		struct pollfd pf = {.fd = p->fd, .events = POLLIN};
 		if (poll(&pf, 1, 0) <= 0 || !(pf.revents & POLLIN)) return;
-		pthread_rwlock_wrlock(&p->lock);
+		wr_lock(p);
 	}
 	ssize_t n = read(p->fd, th->msgs, sizeof th->msgs);
 	if (n <= 0) {
 		int e = n < 0 ? errno : EIO;
-		if (p->events) pthread_rwlock_unlock(&p->lock);
+		if (p->events) wr_unlock(p);
 		if (e != EAGAIN && e != EINTR) {
 			set_status(p, PG_ST_FATAL, e);
 			epoll_ctl(th->ep, EPOLL_CTL_DEL, p->fd, NULL);
@@ -1167,8 +1214,8 @@ static int validate_req(pg_pager *p, const pg_req *q, const pg_region **rp) {
 	return 1;
 }
 
-// do_req installs a request's pages (the caller holds p->lock, shared).
-static int do_req(pg_pager *p, const pg_req *q, const char *buf, int count, int64_t piece, uint64_t *at, int *err) {
+// do_req installs a request's pages (the caller holds the pager's lock, shared).
+static int do_req(pg_pager *p, int s, const pg_req *q, const char *buf, int count, int64_t piece, uint64_t *at, int *err) {
 	const pg_region *r;
 	int64_t pages = (int64_t)(q->len / q->psize);
 	if (!validate_req(p, q, &r)) {
@@ -1182,7 +1229,7 @@ static int do_req(pg_pager *p, const pg_req *q, const char *buf, int count, int6
 	}
 	int64_t lo = (int64_t)((q->addr - r->start) >> r->shift);
 	int64_t f = q->fault ? (int64_t)((q->fault - r->start) >> r->shift) : -1;
-	inst in = {.p = p, .r = r, .buf = buf, .buf_lo = lo, .f = f, .t0 = q->t0, .count = count, .piece = piece};
+	inst in = {.p = p, .r = r, .buf = buf, .buf_lo = lo, .f = f, .t0 = q->t0, .count = count, .piece = piece, .slot = s};
 	int64_t stop = lo + pages;
 	int out = install(&in, lo, lo + pages, &stop);
 	*at = page_addr(r, stop);
@@ -1191,12 +1238,12 @@ static int do_req(pg_pager *p, const pg_req *q, const char *buf, int count, int6
 	return out;
 }
 
-static void run_job(pg_job *j) {
+static void run_job(pg_job *j, int s) {
 	pg_pager *p = j->p;
 	uint64_t at;
 	int err = 0;
-	pthread_rwlock_rdlock(&p->lock);
-	int out = do_req(p, &j->q, NULL, C_AHEAD, PG_PIECE / j->q.psize, &at, &err);
+	rd_lock(p, s);
+	int out = do_req(p, s, &j->q, NULL, C_AHEAD, PG_PIECE / j->q.psize, &at, &err);
 	if (out == PG_SRCERR) {
 		pg_req q = j->q;
 		uint64_t skip = at - q.addr;
@@ -1207,7 +1254,7 @@ static void run_job(pg_job *j) {
 			wake(p, q.addr, q.len);
 		}
 	}
-	pthread_rwlock_unlock(&p->lock);
+	rd_unlock(p, s);
 }
 
 static void *worker_main(void *arg) {
@@ -1222,7 +1269,7 @@ static void *worker_main(void *arg) {
 		w->n--;
 		w->cur = j.p;
 		pthread_mutex_unlock(&w->mu);
-		run_job(&j);
+		run_job(&j, w->e->n + w->idx);
 		pthread_mutex_lock(&w->mu);
 		w->cur = NULL;
 		pthread_cond_broadcast(&w->idle);
@@ -1253,11 +1300,11 @@ static void post_ahead(pg_thread *th, pg_pager *p, const pg_req *q) {
 		}
 		pthread_mutex_unlock(&w->mu);
 	}
-	// Here, holding p->lock already. A source error is left to the
+	// Here, holding the lock already. A source error is left to the
 	// thread's own fault there.
 	uint64_t at;
 	int err;
-	if (do_req(p, q, NULL, C_AHEAD, 0, &at, &err) == PG_SRCERR) {
+	if (do_req(p, th_slot(th), q, NULL, C_AHEAD, 0, &at, &err) == PG_SRCERR) {
 		int64_t skip = (int64_t)((at - q->addr) / q->psize);
 		bm_clear(q->st->claimed, q->idx + skip, (int64_t)(q->len / q->psize) - skip);
 		wake(p, at, q->addr + q->len - at);
@@ -1518,11 +1565,18 @@ int pg_engine_threads(pg_engine *e, int *tids, int cap) {
 pg_pager *pg_new(int fd, int nfd, int events, int poison, int64_t pf_min, int64_t pf_max, int adaptive, int trace) {
 	pg_pager *p = calloc(1, sizeof *p);
 	if (!p) return NULL;
+	long cpus = sysconf(_SC_NPROCESSORS_CONF);
+	// A reader and a worker per CPU, and the shared slot.
+	p->nslots = 1 + (int)(cpus < 1 ? 2 : cpus > 16 ? 32 : 2 * cpus);
+	p->slots = aligned_alloc(64, (size_t)p->nslots * sizeof *p->slots);
 	p->layout = layout_new(0);
-	if (!p->layout) {
+	if (!p->layout || !p->slots) {
+		free(p->layout);
+		free(p->slots);
 		free(p);
 		return NULL;
 	}
+	memset(p->slots, 0, (size_t)p->nslots * sizeof *p->slots);
 	p->fd = fd, p->nfd = nfd;
 	p->events = events, p->poison = poison;
 	p->pf_min = pf_min, p->pf_max = pf_max, p->adaptive = adaptive, p->trace_on = trace;
@@ -1532,7 +1586,7 @@ pg_pager *pg_new(int fd, int nfd, int events, int poison, int64_t pf_min, int64_
 	pthread_rwlockattr_init(&a);
 	// A reader waiting to read events must not starve behind installs.
 	pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	pthread_rwlock_init(&p->lock, &a);
+	for (int i = 0; i < p->nslots; i++) pthread_rwlock_init(&p->slots[i].lock, &a);
 	pthread_rwlockattr_destroy(&a);
 	pthread_mutex_init(&p->smu, NULL);
 	pthread_mutex_init(&p->qmu, NULL);
@@ -1562,7 +1616,8 @@ void pg_free(pg_pager *p) {
 	free(p->reqs);
 	free(p->trace);
 	free(p->def);
-	pthread_rwlock_destroy(&p->lock);
+	for (int i = 0; i < p->nslots; i++) pthread_rwlock_destroy(&p->slots[i].lock);
+	free(p->slots);
 	pthread_mutex_destroy(&p->smu);
 	pthread_mutex_destroy(&p->qmu);
 	pthread_mutex_destroy(&p->dmu);
@@ -1601,9 +1656,9 @@ static void retry_strays(pg_pager *p) {
 	p->nstray = 0;
 	pthread_mutex_unlock(&p->dmu);
 	for (int i = 0; i < n; i++) {
-		pthread_rwlock_rdlock(&p->lock);
+		rd_lock(p, -1);
 		int in = lookup(p->layout, s[i].addr) != NULL;
-		pthread_rwlock_unlock(&p->lock);
+		rd_unlock(p, -1);
 		if (in) {
 			fault(NULL, p, s[i].addr, s[i].t0);
 			continue;
@@ -1626,28 +1681,28 @@ int pg_add(pg_pager *p, const pg_desc *d) {
 	r.data = d->data;
 	r.chunk_shift = d->chunk_shift;
 	r.present = d->present, r.czero = d->czero, r.pins = d->pins;
-	pthread_rwlock_wrlock(&p->lock);
+	wr_lock(p);
 	int err = r.huge ? zero_huge(p, r.psize) : 0;
 	pg_layout *l = err ? NULL : layout_new(p->layout->n + 1);
 	if (!err && l) r.st = state_new(p, r.pages);
 	if (!err && (!l || !r.st)) err = ENOMEM;
 	if (err) {
 		free(l);
-		pthread_rwlock_unlock(&p->lock);
+		wr_unlock(p);
 		return err;
 	}
 	memcpy(l->r, p->layout->r, (size_t)p->layout->n * sizeof r);
 	l->n = p->layout->n;
 	l->r[l->n++] = r;
 	replace(p, l, 0);
-	pthread_rwlock_unlock(&p->lock);
+	wr_unlock(p);
 	if (__atomic_load_n(&p->nstray, __ATOMIC_SEQ_CST)) retry_strays(p);
 	return 0;
 }
 
 // fork_pager returns a pager for a FORK event's userfaultfd: the parent's
 // regions, with the pages resolved so far marked resolved (the child
-// inherited them). The caller holds p->lock exclusively.
+// inherited them). The caller holds the pager's lock exclusively.
 static pg_pager *fork_pager(pg_pager *p, int fd) {
 	pg_pager *c = pg_new(fd, -1, p->events, p->poison, p->pf_min, p->pf_max, p->adaptive, p->trace_on);
 	if (!c) return NULL;
@@ -1739,30 +1794,38 @@ int pg_status(pg_pager *p, int *err) {
 }
 
 void pg_counters_read(pg_pager *p, pg_counters *out) {
-	uint64_t *src = (uint64_t *)&p->c, *dst = (uint64_t *)out;
-	for (size_t i = 0; i < sizeof p->c / sizeof(uint64_t); i++) dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	uint64_t *dst = (uint64_t *)out;
+	memset(out, 0, sizeof *out);
+	for (int s = 0; s < p->nslots; s++) {
+		const uint64_t *src = (const uint64_t *)&p->slots[s].c;
+		for (size_t i = 0; i < sizeof *out / sizeof(uint64_t); i++) dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	}
 }
 
-int64_t pg_pending(pg_pager *p) { return __atomic_load_n(&p->pending, __ATOMIC_SEQ_CST); }
+int64_t pg_pending(pg_pager *p) {
+	int64_t n = 0;
+	for (int s = 0; s < p->nslots; s++) n += __atomic_load_n(&p->slots[s].pending, __ATOMIC_SEQ_CST);
+	return n;
+}
 
 int pg_install_req(pg_pager *p, const pg_req *q, const char *buf, uint64_t *at) {
 	int err = 0;
-	pthread_rwlock_rdlock(&p->lock);
-	int out = do_req(p, q, buf, q->fault ? C_FAULT : q->t0 ? C_AHEAD : C_FILL, 0, at, &err);
-	pthread_rwlock_unlock(&p->lock);
+	rd_lock(p, -1);
+	int out = do_req(p, -1, q, buf, q->fault ? C_FAULT : q->t0 ? C_AHEAD : C_FILL, 0, at, &err);
+	rd_unlock(p, -1);
 	return out;
 }
 
 void pg_unclaim_req(pg_pager *p, const pg_req *q) {
-	pthread_rwlock_rdlock(&p->lock);
+	rd_lock(p, -1);
 	bm_clear(q->st->claimed, q->idx, (int64_t)(q->len / q->psize));
-	pthread_rwlock_unlock(&p->lock);
+	rd_unlock(p, -1);
 }
 
 void pg_release_req(pg_pager *p, const pg_req *q) {
-	pthread_rwlock_rdlock(&p->lock);
+	rd_lock(p, -1);
 	bm_clear(q->st->claimed, q->idx, (int64_t)(q->len / q->psize));
-	pthread_rwlock_unlock(&p->lock);
+	rd_unlock(p, -1);
 	wake(p, q->addr, q->len);
 }
 
@@ -1773,7 +1836,7 @@ int pg_poison_req(pg_pager *p, const pg_req *q) {
 		pg_release_req(p, q);
 		return 0;
 	}
-	pthread_rwlock_rdlock(&p->lock);
+	rd_lock(p, -1);
 	const pg_region *r;
 	int err = 0;
 	if (validate_req(p, q, &r)) {
@@ -1782,28 +1845,28 @@ int pg_poison_req(pg_pager *p, const pg_req *q) {
 		while (ioctl(p->fd, UFFDIO_POISON, &ps) && (err = errno) == EINTR) err = 0;
 		if (!err || err == EEXIST) {
 			bm_set(r->st->done, r->base + f, 1);
-			add64(&p->c.poisoned, 1);
+			add64(&ctr(p, -1)->poisoned, 1);
 			int64_t lo = (int64_t)((q->addr - r->start) >> r->shift), n = (int64_t)(q->len / q->psize);
 			if (f > lo) bm_clear(r->st->claimed, r->base + lo, f - lo);
 			if (lo + n > f + 1) bm_clear(r->st->claimed, r->base + f + 1, lo + n - f - 1);
-			pthread_rwlock_unlock(&p->lock);
+			rd_unlock(p, -1);
 			if (f > lo) wake(p, q->addr, q->fault - q->addr);
 			if (q->addr + q->len > q->fault + q->psize) wake(p, q->fault + q->psize, q->addr + q->len - q->fault - q->psize);
 			return 0;
 		}
 	}
-	pthread_rwlock_unlock(&p->lock);
+	rd_unlock(p, -1);
 	pg_release_req(p, q);
 	return err;
 }
 
 void pg_count(pg_pager *p, uint64_t retries, uint64_t source_errors) {
-	add64(&p->c.retries, retries);
-	add64(&p->c.source_errors, source_errors);
+	add64(&ctr(p, -1)->retries, retries);
+	add64(&ctr(p, -1)->source_errors, source_errors);
 }
 
 int pg_resolve(pg_pager *p, uint64_t *addr, uint64_t end, uint64_t chunk, pg_req *q) {
-	pthread_rwlock_rdlock(&p->lock);
+	rd_lock(p, -1);
 	int out = PG_OK;
 	while (*addr < end) {
 		const pg_layout *l = p->layout;
@@ -1828,7 +1891,7 @@ int pg_resolve(pg_pager *p, uint64_t *addr, uint64_t end, uint64_t chunk, pg_req
 		if (want > stop - i) want = stop - i;
 		int64_t n = bm_claim(r->st->claimed, r->base + i, want);
 		if (!n) continue;
-		inst in = {.p = p, .r = r, .f = -1, .count = C_FILL, .piece = (int64_t)(PG_PIECE >> r->shift)};
+		inst in = {.p = p, .r = r, .f = -1, .count = C_FILL, .piece = (int64_t)(PG_PIECE >> r->shift), .slot = -1};
 		int64_t at = i + n;
 		out = install(&in, i, i + n, &at);
 		*addr = page_addr(r, i + n);
@@ -1846,7 +1909,7 @@ int pg_resolve(pg_pager *p, uint64_t *addr, uint64_t end, uint64_t chunk, pg_req
 		}
 		break;
 	}
-	pthread_rwlock_unlock(&p->lock);
+	rd_unlock(p, -1);
 	return out;
 }
 
@@ -1873,27 +1936,27 @@ int pg_probe(pg_pager *p) {
 }
 
 int pg_resolved(pg_pager *p, uint64_t addr) {
-	pthread_rwlock_rdlock(&p->lock);
+	rd_lock(p, -1);
 	const pg_region *r = lookup(p->layout, addr);
 	int v = r ? bm_get(r->st->done, r->base + (int64_t)((addr - r->start) >> r->shift)) : 0;
-	pthread_rwlock_unlock(&p->lock);
+	rd_unlock(p, -1);
 	return v;
 }
 
 int pg_spans(pg_pager *p, pg_span *out, int cap) {
-	pthread_rwlock_rdlock(&p->lock);
+	rd_lock(p, -1);
 	int n = p->layout->n;
 	for (int i = 0; i < n && i < cap; i++) {
 		const pg_region *r = &p->layout->r[i];
 		out[i].start = r->start, out[i].len = r->len, out[i].off = r->off, out[i].id = r->id, out[i].pad = 0;
 	}
-	pthread_rwlock_unlock(&p->lock);
+	rd_unlock(p, -1);
 	return n;
 }
 
 int pg_removed(pg_pager *p, uint64_t *out, int cap) {
 	int n = 0;
-	pthread_rwlock_rdlock(&p->lock);
+	rd_lock(p, -1);
 	const pg_layout *l = p->layout;
 	for (int k = 0; k < l->n; k++) {
 		const pg_region *r = &l->r[k];
@@ -1914,14 +1977,14 @@ int pg_removed(pg_pager *p, uint64_t *out, int cap) {
 			i += run;
 		}
 	}
-	pthread_rwlock_unlock(&p->lock);
+	rd_unlock(p, -1);
 	return n;
 }
 
 void pg_mark_removed(pg_pager *p, uint64_t start, uint64_t end) {
-	pthread_rwlock_wrlock(&p->lock);
+	wr_lock(p);
 	removed(p, start, end);
-	pthread_rwlock_unlock(&p->lock);
+	wr_unlock(p);
 }
 
 // pg_release_all lets every fault kept here fault again (after Serve
