@@ -4,19 +4,17 @@ package pager_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 	"github.com/gouffd/uffd/pager"
 )
@@ -41,7 +39,7 @@ func TestGCTorture(t *testing.T) {
 	}
 	for _, e := range engines {
 		t.Run(e.name, func(t *testing.T) {
-			out, err, hung := runGCChild(t, e.name, 240*time.Second)
+			out, err, hung := testutil.RunTestChild("TestGCTorture", gcChildEnv+"="+e.name, 240*time.Second)
 			if hung {
 				t.Fatalf("the pager hung: the workload did not finish in 240 s (a stop-the-world stalled by a fault)\n%s", out)
 			}
@@ -63,24 +61,6 @@ const (
 	gcReaders  = 4
 	gcRounds   = 4
 )
-
-// runGCChild runs the workload in a child process and waits at most limit.
-func runGCChild(t *testing.T, engine string, limit time.Duration) (out string, err error, hung bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestGCTorture$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), gcChildEnv+"="+engine)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) } // a goroutine dump
-	cmd.WaitDelay = 5 * time.Second                                          // then SIGKILL
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	err = cmd.Run()
-	lines := strings.Split(buf.String(), "\n")
-	if len(lines) > 80 {
-		lines = lines[len(lines)-80:]
-	}
-	return strings.Join(lines, "\n"), err, ctx.Err() != nil
-}
 
 // gcWorkload is the child's side.
 func gcWorkload(t *testing.T) {

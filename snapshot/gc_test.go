@@ -3,21 +3,19 @@
 package snapshot_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 	"github.com/gouffd/uffd/snapshot"
 )
@@ -39,27 +37,14 @@ func TestGCTorture(t *testing.T) {
 		gcWorkload(t)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestGCTorture$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), gcChildEnv+"=1")
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
-	cmd.WaitDelay = 5 * time.Second
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	err := cmd.Run()
-	lines := strings.Split(buf.String(), "\n")
-	if len(lines) > 80 {
-		lines = lines[len(lines)-80:]
-	}
-	out := strings.Join(lines, "\n")
-	if ctx.Err() != nil {
+	out, err, hung := testutil.RunTestChild("TestGCTorture", gcChildEnv+"=1", 240*time.Second)
+	if hung {
 		t.Fatalf("the snapshot hung: the workload did not finish in 240 s (a stop-the-world stalled by a fault)\n%s", out)
 	}
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
-	for _, l := range lines {
+	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, "round ") {
 			t.Log(l)
 		}

@@ -17,11 +17,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gouffd/uffd/firecracker/fctest"
+	"github.com/gouffd/uffd/internal/testutil"
 )
 
 // A test binary started by fctest.Command runs a test VM instead of the
@@ -32,26 +32,9 @@ func init() {
 	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // fcInstance is `uffd firecracker` running in-process.
 type fcInstance struct {
-	stderr *lockedBuffer
+	stderr *testutil.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -59,7 +42,7 @@ type fcInstance struct {
 func startFirecracker(t *testing.T, args ...string) *fcInstance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &fcInstance{stderr: &lockedBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	in := &fcInstance{stderr: &testutil.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { in.done <- runFirecracker(ctx, args, io.Discard, in.stderr) }()
 	t.Cleanup(func() {
 		cancel()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gouffd/uffd/firecracker/fctest"
 	"github.com/gouffd/uffd/firecracker/handler"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/pager"
 )
 
@@ -56,7 +57,7 @@ func TestHandover(t *testing.T) {
 	waitFor(t, "both VMs to run", func() bool { return len(a.s.VMs()) == 2 && a.s.Stats().Removes > 0 && a.s.Stats().Faults > 200 })
 	before := a.s.Stats().Faults
 
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	b := &daemon{t: t, sock: a.sock, memPath: path, mem: data, logs: logs, done: make(chan struct{})}
 	b.s, err = handler.New(handler.Config{Memory: f, Prefetch: pager.Fixed(16 << 10),
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})

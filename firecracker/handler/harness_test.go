@@ -12,32 +12,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gouffd/uffd/firecracker/fctest"
 	"github.com/gouffd/uffd/firecracker/handler"
+	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/pager"
 )
-
-// syncBuffer collects logs from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // memFile writes a memory file of size random bytes (no zero page, so that
 // zeroes served where data belongs show) and returns its path and
@@ -66,7 +48,7 @@ type daemon struct {
 	sock    string
 	memPath string
 	mem     []byte
-	logs    *syncBuffer
+	logs    *testutil.Buffer
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when Serve returned, with err set
 	err     error
@@ -102,7 +84,7 @@ func startDaemon(t testing.TB, size int, cfg handler.Config) *daemon {
 
 func startDaemonOn(t testing.TB, dir, path string, data []byte, f pager.Source, cfg handler.Config) *daemon {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	if f == nil {
 		f = pager.Image(data)
 	}

@@ -293,24 +293,7 @@ type fcHandler struct {
 	cmd    *exec.Cmd
 	sock   string
 	mem    string
-	stderr *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stderr *testutil.Buffer
 }
 
 func startFCHandler(t *testing.T, size int, args ...string) *fcHandler {
@@ -321,7 +304,7 @@ func startFCHandler(t *testing.T, size int, args ...string) *fcHandler {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	h := &fcHandler{sock: filepath.Join(dir, "s"), mem: filepath.Join(dir, "mem"), stderr: &syncBuffer{}}
+	h := &fcHandler{sock: filepath.Join(dir, "s"), mem: filepath.Join(dir, "mem"), stderr: &testutil.Buffer{}}
 	if err := writeMemFile(h.mem, size); err != nil {
 		t.Fatal(err)
 	}
