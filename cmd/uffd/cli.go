@@ -440,7 +440,9 @@ type durationValue struct {
 func durationFlag(fs *flag.FlagSet, name string, def, min time.Duration, usage string) *time.Duration {
 	v := &durationValue{p: new(time.Duration), min: min}
 	*v.p = def
-	v.raw = def.String()
+	if def != 0 {
+		v.raw = def.String() // a zero default is not printed: the usage says what 0 means
+	}
 	fs.Var(v, name, usage)
 	return v.p
 }
