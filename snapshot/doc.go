@@ -1,5 +1,5 @@
 // Package snapshot takes live snapshots of memory: a point-in-time copy of
-// running memory, written to a file or any io.WriterAt while its writers
+// running memory, written to a file, any io.WriterAt or S3 while its writers
 // keep running, without fork(); and incremental snapshots that save only
 // the pages written since the last one, as diff layers that a Chain serves
 // back through the pager.
@@ -75,7 +75,8 @@
 // (Config.Buffered turns that off): the kernel puts buffered writers to
 // sleep for up to 200 ms when dirty pages pile up. An io.WriterAt that is
 // not an *os.File gets the layer staged in a temporary file
-// (Config.TempDir) and copied once the writers run free: a goroutine
+// (Config.TempDir) and copied once the writers run free (TakeURL uploads
+// the staged layer with remote.Push the same way): a goroutine
 // draining the buffer would stop with the world at each collection, and a
 // writer of this process faulting inside runtime assembly on a full buffer
 // would hang it (seen under the race detector, whose atomics cannot be

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/pager"
+	"github.com/gouffd/uffd/remote"
 )
 
 // Region is memory to snapshot: a range of the process whose userfaultfd
@@ -253,7 +254,7 @@ func (s *Snapshotter) Take(ctx context.Context, dst io.WriterAt) (*Result, error
 	if f, ok := dst.(*os.File); ok {
 		return s.take(ctx, f, false)
 	}
-	return s.stage(ctx, dst, false)
+	return s.stage(ctx, false, copyTo(ctx, dst))
 }
 
 // TakeFull takes a full snapshot, whatever the tracking state.
@@ -261,7 +262,35 @@ func (s *Snapshotter) TakeFull(ctx context.Context, dst io.WriterAt) (*Result, e
 	if f, ok := dst.(*os.File); ok {
 		return s.take(ctx, f, true)
 	}
-	return s.stage(ctx, dst, true)
+	return s.stage(ctx, true, copyTo(ctx, dst))
+}
+
+// copyTo delivers a staged layer to dst.
+func copyTo(ctx context.Context, dst io.WriterAt) func(*os.File) error {
+	return func(tmp *os.File) error {
+		if err := copyData(ctx, dst, tmp); err != nil {
+			return fmt.Errorf("snapshot: copying the staged layer: %w", err)
+		}
+		return nil
+	}
+}
+
+// TakeURL takes a snapshot (Take) and uploads its layer to url
+// (s3://BUCKET/KEY) with remote.Push, the image's index beside it. The
+// layer is staged in a temporary file (Config.TempDir) and uploaded once
+// the writers run free again, so that the store's speed never holds a
+// writer. A full layer is a plain memory image at the regions' offsets
+// (its index and footer follow them), which remote.Open and 'uffd
+// firecracker --mem-file s3://...' serve as they are; a diff layer is
+// stored as it is, to be pulled (remote.Pull) and opened with OpenChain.
+// When the upload fails, the next snapshot is full.
+func (s *Snapshotter) TakeURL(ctx context.Context, url string, cfg remote.PushConfig) (*Result, error) {
+	return s.stage(ctx, false, func(tmp *os.File) error {
+		if _, err := remote.Push(ctx, fmt.Sprintf("/proc/self/fd/%d", tmp.Fd()), url, cfg); err != nil {
+			return fmt.Errorf("snapshot: uploading the layer to %s: %w", url, err)
+		}
+		return nil
+	})
 }
 
 // TakeFile takes a snapshot into a new file at path (Take), created or
@@ -281,6 +310,9 @@ func (s *Snapshotter) TakeFile(ctx context.Context, path string) (*Result, error
 		err = fmt.Errorf("snapshot: %w", e)
 	}
 	if err != nil {
+		if res != nil { // taken, but not on disk
+			s.lost()
+		}
 		return nil, err
 	}
 	return res, nil
@@ -452,9 +484,9 @@ func (s *Snapshotter) save(ctx context.Context, w *pager.Protector, f *os.File) 
 	return err
 }
 
-// stage takes a snapshot into a temporary file (unlinked), then copies its
-// data runs, index and footer to dst once every writer runs free again.
-func (s *Snapshotter) stage(ctx context.Context, dst io.WriterAt, forceFull bool) (*Result, error) {
+// stage takes a snapshot into a temporary file (unlinked), then hands it
+// to deliver once every writer runs free again.
+func (s *Snapshotter) stage(ctx context.Context, forceFull bool, deliver func(tmp *os.File) error) (*Result, error) {
 	dir := s.cfg.TempDir
 	if dir == "" {
 		dir = os.TempDir()
@@ -469,16 +501,20 @@ func (s *Snapshotter) stage(ctx context.Context, dst io.WriterAt, forceFull bool
 	if err != nil {
 		return nil, err
 	}
-	if err := copyData(ctx, dst, tmp); err != nil {
-		// The layer did not arrive: the next one is full, and nothing
-		// stays protected for tracking meanwhile.
-		s.mu.Lock()
-		s.tracking = false
-		s.prot.Abort()
-		s.mu.Unlock()
-		return nil, fmt.Errorf("snapshot: copying the staged layer: %w", err)
+	if err := deliver(tmp); err != nil {
+		s.lost()
+		return nil, err
 	}
 	return res, nil
+}
+
+// lost records that the layer just taken did not arrive: the next one is
+// full, and nothing stays protected for tracking meanwhile.
+func (s *Snapshotter) lost() {
+	s.mu.Lock()
+	s.tracking = false
+	s.prot.Abort()
+	s.mu.Unlock()
 }
 
 // copyData copies the data of src (skipping its holes) to dst at the same
