@@ -53,13 +53,7 @@ func newBenchS3(b *testing.B) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		_, err = direct.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("bench")})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
+	if err := miniotest.CreateBucket(context.Background(), direct, "bench"); err != nil {
 		b.Fatal(err)
 	}
 	data := makeImage(benchImageSize(), 99)

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -243,16 +242,8 @@ func checkData(t testing.TB, im *remote.Image, want []byte) {
 // finish initializing.
 func createBucket(t *testing.T, c *s3.Client, name string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, err := c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)})
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) || !strings.Contains(err.Error(), "XMinioServerNotInitialized") {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := miniotest.CreateBucket(context.Background(), c, name); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -6,12 +6,7 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/gouffd/uffd/internal/miniotest"
 	"github.com/gouffd/uffd/mem"
@@ -32,13 +27,7 @@ func TestTakeURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		_, err = c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("snaps")})
-		if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "NotInitialized") {
-			break
-		}
-	}
-	if err != nil {
+	if err := miniotest.CreateBucket(ctx, c, "snaps"); err != nil {
 		t.Fatal(err)
 	}
 

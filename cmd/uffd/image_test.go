@@ -8,10 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/gouffd/uffd/internal/miniotest"
 	"github.com/gouffd/uffd/remote"
@@ -25,13 +21,7 @@ func TestImageCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		_, err = c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("snaps")})
-		if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "NotInitialized") {
-			break
-		}
-	}
-	if err != nil {
+	if err := miniotest.CreateBucket(context.Background(), c, "snaps"); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()

@@ -21,7 +21,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -481,13 +480,7 @@ func (e *remoteEnv) upload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		_, err = c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("bench")})
-		if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "XMinioServerNotInitialized") {
-			break
-		}
-	}
-	if err != nil {
+	if err := miniotest.CreateBucket(ctx, c, "bench"); err != nil {
 		return fmt.Errorf("bench: create the bucket: %w", err)
 	}
 	for _, im := range []*imageFile{&e.full, &e.sparse} {
