@@ -52,7 +52,7 @@ func TestFaultPathAllocs(t *testing.T) {
 		{"func source, events", pager.Config{}, uffd.FeatureEventRemove, "func"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			const pages, faults = 1024, 400
+			const pages, faults = 4096, 400 // room for the warm-up's faults: each touch a new page
 			u, m := setup(t, mem.Anonymous, pages*4096, tc.features)
 			img := pattern(pages * 4096)
 			var src pager.Source = pager.Image(img)
@@ -80,8 +80,32 @@ func TestFaultPathAllocs(t *testing.T) {
 					errno = e
 				}
 			}
-			for range 16 { // warm up: buffers, the queue, the fetchers
+			// Warm up: buffers, the queue, the fetchers; and the runtime's
+			// threads: a collection that finds a P whose goroutine is in a
+			// system call (a fault inside read(2)) hands the P to another
+			// thread, creating one if none is idle (7 allocations of the
+			// runtime's, seen in 1 run of 30 under -race). Collect while
+			// faulting here so that those threads exist before counting.
+			gcs := make(chan struct{})
+			go func() {
+				defer close(gcs)
+				for range 8 {
+					runtime.GC()
+				}
+			}()
+			for warm := 0; ; warm++ {
 				fault()
+				select {
+				case <-gcs:
+				default:
+					continue
+				}
+				if warm >= 16 {
+					break
+				}
+				if warm > pages-faults-1 {
+					t.Fatalf("warming up took %d faults, leaving too few pages to count on", warm)
+				}
 			}
 			before := p.Stats().Faults
 			n := mallocs(func() {
