@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gouffd/uffd"
+	"github.com/gouffd/uffd/internal/hazard"
 	"github.com/gouffd/uffd/internal/testutil"
 	"github.com/gouffd/uffd/mem"
 	"github.com/gouffd/uffd/pager"
@@ -120,34 +121,12 @@ func gcRound(t *testing.T, e engine, img []byte) pager.Stats {
 	add(t, p, m, pager.Image(img), pager.PoisonOnError)
 	stopServe := serving(t, p) // the engine serves from here on
 	const ps = 4096
-	var wg sync.WaitGroup
 	var bad atomic.Int64
-	for w := range gcReaders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, ps)
-			var dst []byte
-			for i := w; i < gcSize/ps; i += gcReaders {
-				page, want := m.Data[i*ps:(i+1)*ps], img[i*ps:(i+1)*ps]
-				ok := true
-				switch i % 3 { // the first touch of the page faults
-				case 0:
-					copy(buf, page) // runtime.memmove
-					ok = bytes.Equal(buf, want)
-				case 1:
-					ok = bytes.Equal(page, want) // runtime.memequal
-				case 2:
-					dst = append(dst[:0], page...) // runtime.memmove, after growslice
-					ok = bytes.Equal(dst, want)
-				}
-				if !ok && bad.Add(1) <= 3 {
-					t.Errorf("page %d differs from the image", i)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	hazard.ReadPages(m.Data, img, ps, gcReaders, func(i int, ok bool) {
+		if !ok && bad.Add(1) <= 3 {
+			t.Errorf("page %d differs from the image", i)
+		}
+	})
 	stopServe()
 	if !bytes.Equal(m.Data, img) { // every page is there: no faults
 		t.Error("the region differs from the image")

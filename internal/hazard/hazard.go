@@ -272,36 +272,13 @@ func workload(handler string, size int) error {
 			}
 		}
 	}()
-	const readers = 4
-	var wg sync.WaitGroup
 	var bad atomic.Int64
-	for r := range readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, ps)
-			var dst []byte
-			for i := r; i < size/ps; i += readers {
-				page, want := m.Data[i*ps:(i+1)*ps], img[i*ps:(i+1)*ps]
-				ok := true
-				switch i % 3 { // the first touch of the page faults here
-				case 0:
-					copy(buf, page) // runtime.memmove
-					ok = bytes.Equal(buf, want)
-				case 1:
-					ok = bytes.Equal(page, want) // runtime.memequal
-				case 2:
-					dst = append(dst[:0], page...)
-					ok = bytes.Equal(dst, want)
-				}
-				if !ok {
-					bad.Add(1)
-				}
-				pages.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	ReadPages(m.Data, img, ps, 4, func(i int, ok bool) {
+		if !ok {
+			bad.Add(1)
+		}
+		pages.Add(1)
+	})
 	close(stop)
 	bg.Wait()
 	fmt.Printf("progress pages=%d gcs=%d\n", pages.Load(), gcs.Load())
@@ -309,6 +286,40 @@ func workload(handler string, size int) error {
 		return fmt.Errorf("hazard: %d pages differ from the image", n)
 	}
 	return nil
+}
+
+// ReadPages reads every page of data from readers goroutines through the
+// runtime's routines that cannot be preempted: copy (runtime.memmove),
+// bytes.Equal (runtime.memequal) and append (memmove after growslice), a
+// third of the pages each, so that the first touch of a registered page
+// faults inside one of them. It compares each page with img and calls
+// check with the page's index and the outcome, from any of the readers.
+func ReadPages(data, img []byte, ps, readers int, check func(i int, ok bool)) {
+	var wg sync.WaitGroup
+	for r := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, ps)
+			var dst []byte
+			for i := r; i < len(data)/ps; i += readers {
+				page, want := data[i*ps:(i+1)*ps], img[i*ps:(i+1)*ps]
+				ok := true
+				switch i % 3 {
+				case 0:
+					copy(buf, page)
+					ok = bytes.Equal(buf, want)
+				case 1:
+					ok = bytes.Equal(page, want)
+				case 2:
+					dst = append(dst[:0], page...)
+					ok = bytes.Equal(dst, want)
+				}
+				check(i, ok)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // serveGoroutine is the library used simply: read the fault messages,
