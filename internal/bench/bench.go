@@ -412,53 +412,23 @@ func (b *Bench) Run(ctx context.Context) (Sample, error) {
 	if _, err := u.Register(start, uintptr(b.size), uffd.ModeMissing); err != nil {
 		return Sample{}, err
 	}
-	p, err := pager.New(u, b.eng.pagerConfig(cfg.prefetch()))
+	sv, err := b.serve(ctx, u, start, b.size)
 	if err != nil {
 		return Sample{}, err
 	}
-	if err := p.Add(pager.Region{Start: start, Len: uintptr(b.size), Source: b.source, Name: "bench"}); err != nil {
-		return Sample{}, err
-	}
-
-	serveCtx, stopServe := context.WithCancel(ctx)
-	defer stopServe()
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(serveCtx) }()
-	// The faulters start once the engine serves, as the C reference's
-	// once its handlers run.
-	select {
-	case <-p.Serving():
-	case err := <-served:
-		return Sample{}, fmt.Errorf("bench: pager: %w", err)
-	}
-
+	p := sv.p
 	// When the pager stops before the faulters are done (an error, or ctx
 	// ended), closing the userfaultfd lets the kernel fill the rest of the
 	// region with zero pages, and the stop flag ends the faulters.
 	var stop atomic.Bool
-	var serveErr error
-	var serveDone bool
-	faultersDone := make(chan struct{})
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		select {
-		case serveErr = <-served:
-			serveDone = true
-			stop.Store(true)
-			closeUFFD()
-		case <-faultersDone:
-		}
-	}()
-
-	elapsed, touchErr := fault(region, cfg.Faulters, b.order, b.lat, cfg.ReadTouch, cfg.want(), &stop)
-	close(faultersDone)
-	<-watchDone // after this, serveErr and serveDone belong to this goroutine again
-
-	stopServe()
-	if !serveDone {
-		serveErr = <-served
-	}
+	var elapsed time.Duration
+	var touchErr error
+	serveErr, serveDone := sv.while(func() {
+		elapsed, touchErr = fault(region, cfg.Faulters, b.order, b.lat, cfg.ReadTouch, cfg.want(), &stop)
+	}, func() {
+		stop.Store(true)
+		closeUFFD()
+	})
 	s := Sample{Elapsed: elapsed, Stats: p.Stats()}
 	// Verify with the userfaultfd closed: a page that was never served then
 	// reads as zeroes instead of blocking for good.
@@ -606,6 +576,60 @@ func medianIndex(samples []Sample) int {
 	}
 	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(samples[a].Elapsed, samples[b].Elapsed) })
 	return idx[len(idx)/2]
+}
+
+// serving is a pager serving the benchmark's region while its faulters run.
+type serving struct {
+	p      *pager.Pager
+	stop   context.CancelFunc
+	served chan error
+}
+
+// serve starts a pager over [start, start+n) of u, serving from the
+// benchmark's source, and returns once it serves: the faulters start then,
+// as the C reference's once its handlers run.
+func (b *Bench) serve(ctx context.Context, u *uffd.UFFD, start uintptr, n int) (*serving, error) {
+	p, err := pager.New(u, b.eng.pagerConfig(b.cfg.prefetch()))
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Add(pager.Region{Start: start, Len: uintptr(n), Source: b.source, Name: "bench"}); err != nil {
+		return nil, err
+	}
+	serveCtx, stop := context.WithCancel(ctx)
+	sv := &serving{p: p, stop: stop, served: make(chan error, 1)}
+	go func() { sv.served <- p.Serve(serveCtx) }()
+	select {
+	case <-p.Serving():
+		return sv, nil
+	case err := <-sv.served:
+		stop()
+		return nil, fmt.Errorf("bench: pager: %w", err)
+	}
+}
+
+// while runs faulters while the pager serves; if Serve ends first, early
+// runs at once (to release the faulters). Then Serve is stopped. It
+// returns Serve's error and whether it ended before the faulters did.
+func (sv *serving) while(faulters, early func()) (serveErr error, ended bool) {
+	done, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case serveErr = <-sv.served:
+			ended = true
+			early()
+		case <-done:
+		}
+	}()
+	faulters()
+	close(done)
+	<-watched // after this, serveErr and ended belong to this goroutine again
+	sv.stop()
+	if !ended {
+		serveErr = <-sv.served
+	}
+	return serveErr, ended
 }
 
 func (b *Bench) result(samples []Sample) *Result {

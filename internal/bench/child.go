@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -23,7 +24,6 @@ import (
 	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/firecracker/fctest"
 	"github.com/gouffd/uffd/handoff"
-	"github.com/gouffd/uffd/pager"
 )
 
 // envFaulter carries a faulter child's configuration (childConfig, JSON).
@@ -276,59 +276,25 @@ func (ch *child) exchange(ctx context.Context, cmd byte, what string) (childResu
 
 // runChild does one run with the faulters in a child process.
 func (b *Bench) runChild(ctx context.Context) (Sample, error) {
-	cfg := b.cfg
 	ch, u, h, err := b.startChild(ctx)
 	if err != nil {
 		return Sample{}, err
 	}
 	defer ch.kill()
-	var closed atomic.Bool
-	closeUFFD := func() {
-		if !closed.Swap(true) {
-			u.Close()
-		}
-	}
+	var closeOnce sync.Once
+	closeUFFD := func() { closeOnce.Do(func() { u.Close() }) }
 	defer closeUFFD()
-	p, err := pager.New(u, b.eng.pagerConfig(cfg.prefetch()))
+	sv, err := b.serve(ctx, u, h.Addr, h.Len)
 	if err != nil {
 		return Sample{}, err
 	}
-	if err := p.Add(pager.Region{Start: h.Addr, Len: uintptr(h.Len), Source: b.source, Name: "bench"}); err != nil {
-		return Sample{}, err
-	}
-	serveCtx, stopServe := context.WithCancel(ctx)
-	defer stopServe()
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(serveCtx) }()
-	// The faulters start once the engine serves, as the C reference's
-	// once its handlers run.
-	select {
-	case <-p.Serving():
-	case err := <-served:
-		return Sample{}, fmt.Errorf("bench: pager: %w", err)
-	}
+	p := sv.p
 	// A pager that stops early: closing the userfaultfd lets the child's
 	// faulters go on with zero pages, which its check reports.
-	done := make(chan struct{})
-	var serveErr error
-	var serveDone bool
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		select {
-		case serveErr = <-served:
-			serveDone = true
-			closeUFFD()
-		case <-done:
-		}
-	}()
-	res, err := ch.exchange(ctx, cmdFault, "run")
-	close(done)
-	<-watched // after this, serveErr and serveDone belong to this goroutine again
-	stopServe()
-	if !serveDone {
-		serveErr = <-served
-	}
+	var res childResult
+	serveErr, serveDone := sv.while(func() {
+		res, err = ch.exchange(ctx, cmdFault, "run")
+	}, closeUFFD)
 	s := Sample{Elapsed: time.Duration(res.ElapsedNS), P50: time.Duration(res.P50NS), P99: time.Duration(res.P99NS), Stats: p.Stats()}
 	closeUFFD()
 	switch {
