@@ -212,7 +212,7 @@ typedef struct {
 // bounce lines between them: its share of the pager's lock (a reader takes
 // its own slot's, a writer every slot's), its counters, and its count of
 // faults read and not yet handled. The last slot is shared by every other
-// thread (Go's calls).
+// thread (Go's calls). Counters and pending change with cadd.
 typedef struct {
 	pthread_rwlock_t lock;
 	pg_counters c;
@@ -263,6 +263,7 @@ struct pg_pager {
 	int nstray;
 
 	int attached; // served by an engine (atomic)
+	int owned;    // each of the engine's threads has a slot of its own (atomic)
 	int saved_fl; // file flags before an engine changed them, or -1
 
 	pg_pager *next;      // in the engine's list
@@ -276,10 +277,25 @@ struct pg_pager {
 // slot returns the slot of engine thread index s, or the shared one for
 // s < 0.
 static inline pg_slot *slot(pg_pager *p, int s) {
-	return &p->slots[s < 0 ? p->nslots - 1 : s % (p->nslots - 1)];
+	int k = p->nslots - 1;
+	return &p->slots[s < 0 ? k : s < k ? s : s % k];
 }
 
 static inline pg_counters *ctr(pg_pager *p, int s) { return &slot(p, s)->c; }
+
+// cadd adds n to counter c of slot s. A slot no other thread writes (an
+// engine thread's own, when every thread has one: p->owned) takes a plain
+// add, which Go's relaxed loads may read at any time; a shared one an
+// atomic add.
+static inline void cadd(pg_pager *p, int s, uint64_t *c, uint64_t n) {
+	if (!n) return;
+	if (s >= 0 && s < p->nslots - 1 && __atomic_load_n(&p->owned, __ATOMIC_RELAXED))
+		__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+	else
+		add64(c, n);
+}
+
+#define CADD(p, s, field, n) cadd((p), (s), &ctr((p), (s))->field, (n))
 
 static inline void rd_lock(pg_pager *p, int s) { pthread_rwlock_rdlock(&slot(p, s)->lock); }
 static inline void rd_unlock(pg_pager *p, int s) { pthread_rwlock_unlock(&slot(p, s)->lock); }
@@ -371,7 +387,7 @@ static void observe(pg_pager *p, int s, uint64_t t0) {
 	uint64_t d = now_ns() - t0;
 	int i = d ? 63 - __builtin_clzll(d) : 0;
 	if (i >= PG_BUCKETS) i = PG_BUCKETS - 1;
-	add64(&ctr(p, s)->latency[i], 1);
+	CADD(p, s, latency[i], 1);
 }
 
 static const pg_region *lookup(const pg_layout *l, uint64_t addr) {
@@ -486,7 +502,7 @@ static int ioctl_run(inst *in, int64_t lo, int64_t hi, int kind, const char *src
 		if (err == EEXIST) {
 			// Another resolver won, or the page was there before us:
 			// the kernel woke nobody, so wake whoever waits on it.
-			add64(&ctr(p, in->slot)->exists, 1);
+			CADD(p, in->slot, exists, 1);
 			wake(p, dst, r->psize);
 			dst += r->psize, off += r->psize;
 			existed++;
@@ -495,9 +511,9 @@ static int ioctl_run(inst *in, int64_t lo, int64_t hi, int kind, const char *src
 		*at = (int64_t)((dst - r->start) >> r->shift);
 		in->err = err;
 		uint64_t put = (uint64_t)(*at - lo) - existed;
-		add64(&ctr(p, in->slot)->pages, put);
-		add64(&ctr(p, in->slot)->bytes, put << r->shift);
-		if (kind == K_ZERO) add64(&ctr(p, in->slot)->zeroed, put);
+		CADD(p, in->slot, pages, put);
+		CADD(p, in->slot, bytes, put << r->shift);
+		if (kind == K_ZERO) CADD(p, in->slot, zeroed, put);
 		switch (err) {
 		case EAGAIN: return PG_RETRY; // an event is pending
 		case ESRCH: return PG_GONE;
@@ -508,9 +524,9 @@ static int ioctl_run(inst *in, int64_t lo, int64_t hi, int kind, const char *src
 		}
 	}
 	uint64_t put = (uint64_t)(hi - lo) - existed;
-	add64(&ctr(p, in->slot)->pages, put);
-	add64(&ctr(p, in->slot)->bytes, put << r->shift);
-	if (kind == K_ZERO) add64(&ctr(p, in->slot)->zeroed, put);
+	CADD(p, in->slot, pages, put);
+	CADD(p, in->slot, bytes, put << r->shift);
+	if (kind == K_ZERO) CADD(p, in->slot, zeroed, put);
 	return PG_OK;
 }
 
@@ -525,10 +541,10 @@ static void account(inst *in, int64_t lo, int64_t hi) {
 			observe(p, in->slot, in->t0);
 			n--;
 		}
-		add64(&ctr(p, in->slot)->prefetched, n);
+		CADD(p, in->slot, prefetched, n);
 		break;
-	case C_AHEAD: add64(&ctr(p, in->slot)->prefetched, n); break;
-	case C_FILL: add64(&ctr(p, in->slot)->filled, n); break;
+	case C_AHEAD: CADD(p, in->slot, prefetched, n); break;
+	case C_FILL: CADD(p, in->slot, filled, n); break;
 	}
 }
 
@@ -738,7 +754,7 @@ static void defer_fault(pg_pager *p, uint64_t addr, uint64_t t0) {
 // unmapped memory, the thread faulted where memory was: it is woken once,
 // to fault again where memory is now, or get SIGSEGV.
 static void outside(pg_pager *p, int s, uint64_t addr, uint64_t t0) {
-	add64(&ctr(p, s)->outside, 1);
+	CADD(p, s, outside, 1);
 	uint64_t pg = addr & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
 	int moved = __atomic_load_n(&p->moved, __ATOMIC_SEQ_CST), wakeit = 0, fresh = 1;
 	pthread_mutex_lock(&p->dmu);
@@ -969,19 +985,19 @@ static void events(pg_pager *p, int s, struct uffd_msg *m, int n) {
 		case UFFD_EVENT_PAGEFAULT:
 			continue;
 		case UFFD_EVENT_REMOVE:
-			add64(&ctr(p, s)->removes, 1);
+			CADD(p, s, removes, 1);
 			removed(p, m[i].arg.remove.start, m[i].arg.remove.end);
 			break;
 		case UFFD_EVENT_UNMAP:
-			add64(&ctr(p, s)->unmaps, 1);
+			CADD(p, s, unmaps, 1);
 			bad = ev_unmap(p, m[i].arg.remove.start, m[i].arg.remove.end);
 			break;
 		case UFFD_EVENT_REMAP:
-			add64(&ctr(p, s)->remaps, 1);
+			CADD(p, s, remaps, 1);
 			bad = ev_remap(p, m[i].arg.remap.from, m[i].arg.remap.to, m[i].arg.remap.len);
 			break;
 		case UFFD_EVENT_FORK: {
-			add64(&ctr(p, s)->forks, 1);
+			CADD(p, s, forks, 1);
 			pg_pager *c = fork_pager(p, (int)m[i].arg.fork.ufd);
 			if (!c) {
 				close((int)m[i].arg.fork.ufd);
@@ -1094,10 +1110,9 @@ static void batch(pg_thread *th, pg_pager *p, int k, int locked) {
 		events(p, th->idx, th->msgs, k);
 		if (!locked) wr_unlock(p);
 	}
-	pg_slot *sl = slot(p, th->idx);
 	if (faults) {
-		__atomic_fetch_add(&sl->pending, faults, __ATOMIC_SEQ_CST);
-		add64(&sl->c.faults, (uint64_t)faults);
+		CADD(p, th->idx, faults, (uint64_t)faults);
+		cadd(p, th->idx, (uint64_t *)&slot(p, th->idx)->pending, (uint64_t)faults);
 	}
 	if (locked) wr_unlock(p);
 	if (evs && __atomic_load_n(&p->ndef, __ATOMIC_SEQ_CST)) retry_deferred(th, p);
@@ -1105,7 +1120,7 @@ static void batch(pg_thread *th, pg_pager *p, int k, int locked) {
 		if (th->msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
 		if (!(th->msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) || !snap_fault(p, th->msgs[i].arg.pagefault.address, t0))
 			fault(th, p, th->msgs[i].arg.pagefault.address, t0);
-		__atomic_fetch_sub(&sl->pending, 1, __ATOMIC_SEQ_CST);
+		cadd(p, th->idx, (uint64_t *)&slot(p, th->idx)->pending, (uint64_t)-1);
 	}
 }
 
@@ -1477,6 +1492,8 @@ int pg_engine_attach(pg_engine *e, pg_pager *p) {
 	e->pagers = p;
 	e->npagers++;
 	__atomic_store_n(&p->attached, 1, __ATOMIC_SEQ_CST);
+	// Readers are threads 0..n-1, workers n..2n-1.
+	__atomic_store_n(&p->owned, 2 * e->n <= p->nslots - 1, __ATOMIC_SEQ_CST);
 	int mode = mode_for(e);
 	if (mode == M_BLOCK || old == M_BLOCK) {
 		stop_threads(e);
@@ -1845,7 +1862,7 @@ int pg_poison_req(pg_pager *p, const pg_req *q) {
 		while (ioctl(p->fd, UFFDIO_POISON, &ps) && (err = errno) == EINTR) err = 0;
 		if (!err || err == EEXIST) {
 			bm_set(r->st->done, r->base + f, 1);
-			add64(&ctr(p, -1)->poisoned, 1);
+			CADD(p, -1, poisoned, 1);
 			int64_t lo = (int64_t)((q->addr - r->start) >> r->shift), n = (int64_t)(q->len / q->psize);
 			if (f > lo) bm_clear(r->st->claimed, r->base + lo, f - lo);
 			if (lo + n > f + 1) bm_clear(r->st->claimed, r->base + f + 1, lo + n - f - 1);
@@ -1861,8 +1878,8 @@ int pg_poison_req(pg_pager *p, const pg_req *q) {
 }
 
 void pg_count(pg_pager *p, uint64_t retries, uint64_t source_errors) {
-	add64(&ctr(p, -1)->retries, retries);
-	add64(&ctr(p, -1)->source_errors, source_errors);
+	CADD(p, -1, retries, retries);
+	CADD(p, -1, source_errors, source_errors);
 }
 
 int pg_resolve(pg_pager *p, uint64_t *addr, uint64_t end, uint64_t chunk, pg_req *q) {
