@@ -38,7 +38,10 @@ struct uffdio_poison {
 #define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
 #endif
 
-#define PG_BATCH 64     // messages per read(2)
+#define PG_DEFER 64       // deferred faults remembered at first
+#define PG_READ 1         // messages per read(2): the next is left to the reader of the CPU that raised it
+#define PG_GRACE_NS 10000 // a spinning reader leaves a message this long to the reader of its CPU
+#define PG_RAN_NS 2000    // a yield this long means another thread ran on the CPU
 #define PG_STREAMS 4    // sequential streams followed by adaptive prefetch
 #define PG_ERRS 256     // recorded errors kept for Go
 #define PG_STRAYS 1024  // faults in no region kept for a region added later
@@ -734,7 +737,7 @@ static void to_go(pg_pager *p, const pg_region *r, int out, int err, int64_t lo,
 static void defer_fault(pg_pager *p, uint64_t addr, uint64_t t0) {
 	pthread_mutex_lock(&p->dmu);
 	if (p->ndef == p->capdef) {
-		int cap = p->capdef ? 2 * p->capdef : PG_BATCH;
+		int cap = p->capdef ? 2 * p->capdef : PG_DEFER;
 		pg_deferred *d = realloc(p->def, (size_t)cap * sizeof *d);
 		if (d) p->def = d, p->capdef = cap;
 	}
@@ -1033,7 +1036,8 @@ struct pg_thread {
 	int mode;
 	pg_pager *only; // M_BLOCK
 	int os_tid;
-	struct uffd_msg msgs[PG_BATCH];
+	uint64_t last; // when this reader last read a message (now_ns)
+	struct uffd_msg msgs[PG_READ];
 };
 
 // th_slot is the slot of reader th, or the shared one for Go's thread.
@@ -1066,6 +1070,7 @@ struct pg_engine {
 	pg_pager *pagers;
 	int npagers;
 	int mode;
+	int64_t spin_ns; // how long readers spin after the last message; 0: never
 };
 
 static void thread_setup(int cpu, const char *name, int idx, int *os_tid) {
@@ -1124,14 +1129,16 @@ static void batch(pg_thread *th, pg_pager *p, int k, int locked) {
 	}
 }
 
-static void serve_epoll(pg_thread *th, pg_pager *p) {
+// serve_epoll reads and handles what p has; it returns whether it read
+// anything.
+static int serve_epoll(pg_thread *th, pg_pager *p) {
 	if (p->events && wr_trylock(p)) {
 		// Busy: another reader reads, or installs are in flight. Every
 		// reader wakes for every message; the one on the faulting CPU
 		// usually read it already. Wait for the lock only if something is
 		// still unread, so as not to make the others wake us.
 		struct pollfd pf = {.fd = p->fd, .events = POLLIN};
-		if (poll(&pf, 1, 0) <= 0 || !(pf.revents & POLLIN)) return;
+		if (poll(&pf, 1, 0) <= 0 || !(pf.revents & POLLIN)) return 0;
 		wr_lock(p);
 	}
 	ssize_t n = read(p->fd, th->msgs, sizeof th->msgs);
@@ -1142,17 +1149,75 @@ static void serve_epoll(pg_thread *th, pg_pager *p) {
 			set_status(p, PG_ST_FATAL, e);
 			epoll_ctl(th->ep, EPOLL_CTL_DEL, p->fd, NULL);
 		}
-		return;
+		return 0;
 	}
 	batch(th, p, (int)(n / (ssize_t)sizeof th->msgs[0]), p->events);
+	return 1;
+}
+
+// active reports whether a reader of e read a message in the last spin_ns.
+static int active(pg_engine *e, uint64_t t) {
+	for (int i = 0; i < e->n; i++)
+		if (t - __atomic_load_n(&e->th[i].last, __ATOMIC_RELAXED) < (uint64_t)e->spin_ns) return 1;
+	return 0;
+}
+
+// ready looks, without waiting, for something to read: on th's pager
+// (M_BLOCK, returning 1), or in th's epoll (filling evs, returning how
+// many).
+static int ready(pg_thread *th, struct epoll_event *evs, int cap) {
+	if (th->mode == M_BLOCK) {
+		struct pollfd pf = {.fd = th->only->fd, .events = POLLIN};
+		return poll(&pf, 1, 0) > 0 && (pf.revents & (POLLIN | POLLERR | POLLHUP));
+	}
+	int k = epoll_wait(th->ep, evs, cap, 0);
+	return k > 0 ? k : 0;
+}
+
+// spin looks for work without sleeping while the engine serves faults
+// (until spin_ns after any reader last read a message), yielding the CPU
+// to any thread that wants it, and returns what ready found; 0 once the
+// engine is idle, when the reader should block in the kernel. A reader
+// blocked there is woken by every message, and waking a thread on an idle
+// CPU is what costs a fault most on a virtual machine (an interrupt into a
+// halted vCPU, several microseconds of the faulting thread's time); a
+// spinning reader is not on the userfaultfd's wait queue, so a fault raised
+// beside it wakes nobody. What shows up right after another thread ran on
+// this CPU (the faulting thread, which stopped to fault) is taken at once;
+// what shows up while this reader spins on an otherwise idle CPU was raised
+// on another one, whose reader takes it in a few microseconds, and is left
+// to it for PG_GRACE_NS first. local: what is there at once is this CPU's
+// (the reader comes back from serving a fault, and the thread it woke,
+// which ran here meanwhile, may have faulted again).
+static int spin(pg_thread *th, struct epoll_event *evs, int cap, int local) {
+	pg_engine *e = th->e;
+	uint64_t seen = 0;
+	for (;;) {
+		uint64_t t = now_ns();
+		if (!active(e, t)) return 0;
+		int k = ready(th, evs, cap);
+		if (k > 0) {
+			if (local) return k;
+			if (!seen) seen = t;
+			else if (t - seen >= PG_GRACE_NS) return k;
+		} else {
+			seen = 0;
+		}
+		uint64_t y = now_ns();
+		sched_yield();
+		local = now_ns() - y > PG_RAN_NS;
+	}
 }
 
 static void *epoll_main(void *arg) {
 	pg_thread *th = arg;
 	thread_setup(th->cpu, "uffd-r", th->idx, &th->os_tid);
 	struct epoll_event evs[16];
+	int served = 0;
 	for (;;) {
-		int k = epoll_wait(th->ep, evs, 16, -1);
+		int k = th->e->spin_ns > 0 ? spin(th, evs, 16, served) : 0;
+		if (k == 0) k = epoll_wait(th->ep, evs, 16, -1);
+		served = 0;
 		if (k < 0) {
 			if (errno == EINTR) continue;
 			break;
@@ -1168,7 +1233,10 @@ static void *epoll_main(void *arg) {
 				quit = __atomic_load_n(&th->quit, __ATOMIC_SEQ_CST);
 				continue;
 			}
-			if (__atomic_load_n(&p->attached, __ATOMIC_SEQ_CST)) serve_epoll(th, p);
+			if (__atomic_load_n(&p->attached, __ATOMIC_SEQ_CST) && serve_epoll(th, p)) {
+				__atomic_store_n(&th->last, now_ns(), __ATOMIC_RELAXED);
+				served = 1;
+			}
 		}
 		__atomic_fetch_add(&th->seq, 1, __ATOMIC_SEQ_CST);
 		if (quit) break;
@@ -1176,10 +1244,12 @@ static void *epoll_main(void *arg) {
 	return NULL;
 }
 
-// block_main blocks in read(2) on its pager's userfaultfd, the fastest
-// wait (one system call per fault; no ordering against events is needed,
-// since the pager has none). It is stopped with pthread_cancel, which acts
-// only inside that read.
+// block_main reads its pager's userfaultfd with read(2) alone, one system
+// call per fault (no ordering against events is needed, since the pager
+// has none). Without spinning the descriptor blocks; with it the
+// descriptor is non-blocking, and a read that finds nothing spins, then
+// waits in poll(2). It is stopped with pthread_cancel, which acts only
+// inside those waits.
 static void *block_main(void *arg) {
 	pg_thread *th = arg;
 	pg_pager *p = th->only;
@@ -1193,10 +1263,11 @@ static void *block_main(void *arg) {
 		if (n <= 0) {
 			if (n < 0 && e == EINTR) continue;
 			if (n < 0 && e == EAGAIN) {
-				// Someone made the descriptor non-blocking again.
-				struct pollfd pf = {.fd = p->fd, .events = POLLIN};
 				pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-				poll(&pf, 1, -1);
+				if (th->e->spin_ns <= 0 || !spin(th, NULL, 0, 0)) {
+					struct pollfd pf = {.fd = p->fd, .events = POLLIN};
+					poll(&pf, 1, -1);
+				}
 				pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
 				continue;
 			}
@@ -1204,6 +1275,7 @@ static void *block_main(void *arg) {
 			break;
 		}
 		batch(th, p, (int)(n / (ssize_t)sizeof th->msgs[0]), 0);
+		__atomic_store_n(&th->last, now_ns(), __ATOMIC_RELAXED);
 		if (__atomic_load_n(&p->ndef, __ATOMIC_SEQ_CST)) {
 			nap_us(50);
 			retry_deferred(th, p);
@@ -1412,7 +1484,7 @@ static int start_threads(pg_engine *e) {
 	return err;
 }
 
-pg_engine *pg_engine_new(const int *cpus, int n, int *err) {
+pg_engine *pg_engine_new(const int *cpus, int n, int64_t spin_ns, int *err) {
 	*err = 0;
 	if (n < 1) {
 		*err = EINVAL;
@@ -1421,6 +1493,7 @@ pg_engine *pg_engine_new(const int *cpus, int n, int *err) {
 	pg_engine *e = calloc(1, sizeof *e);
 	if (!e) goto nomem;
 	e->n = n;
+	e->spin_ns = spin_ns;
 	e->cpus = calloc((size_t)n, sizeof *e->cpus);
 	e->th = calloc((size_t)n, sizeof *e->th);
 	e->wk = calloc((size_t)n, sizeof *e->wk);
@@ -1497,7 +1570,7 @@ int pg_engine_attach(pg_engine *e, pg_pager *p) {
 	int mode = mode_for(e);
 	if (mode == M_BLOCK || old == M_BLOCK) {
 		stop_threads(e);
-		for (pg_pager *q = e->pagers; q && !err; q = q->next) err = set_nonblock(q, mode == M_EPOLL);
+		for (pg_pager *q = e->pagers; q && !err; q = q->next) err = set_nonblock(q, mode == M_EPOLL || e->spin_ns > 0);
 		if (!err) err = start_threads(e);
 	} else {
 		err = set_nonblock(p, 1);
@@ -1557,7 +1630,7 @@ void pg_engine_detach(pg_engine *e, pg_pager *p) {
 	}
 	restore_fl(p);
 	if (restart) {
-		for (pg_pager *q = e->pagers; q; q = q->next) set_nonblock(q, mode_for(e) == M_EPOLL);
+		for (pg_pager *q = e->pagers; q; q = q->next) set_nonblock(q, mode_for(e) == M_EPOLL || e->spin_ns > 0);
 		start_threads(e);
 	}
 	pthread_mutex_unlock(&e->mu);

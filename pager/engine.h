@@ -95,8 +95,9 @@ typedef struct {
 // Status bits of a pager (pg_status).
 enum { PG_ST_GONE = 1, PG_ST_FATAL = 2 };
 
-// Engines.
-pg_engine *pg_engine_new(const int *cpus, int n, int *err);
+// Engines. spin_ns: how long readers spin after the last message read
+// before they block (0: they never spin).
+pg_engine *pg_engine_new(const int *cpus, int n, int64_t spin_ns, int *err);
 void pg_engine_free(pg_engine *e);
 int pg_engine_attach(pg_engine *e, pg_pager *p);
 void pg_engine_detach(pg_engine *e, pg_pager *p);

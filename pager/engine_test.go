@@ -66,6 +66,49 @@ func TestEngineIdle(t *testing.T) {
 	}
 }
 
+// TestEngineSpin: after a fault, readers spin for EngineConfig.Spin (they
+// use CPU), then block (they use none); with a negative Spin they block at
+// once. In read(2) and in epoll.
+func TestEngineSpin(t *testing.T) {
+	const spin = 400 * time.Millisecond
+	for _, features := range []uffd.Feature{0, uffd.FeatureEventRemove} {
+		for _, cfg := range []pager.EngineConfig{{Spin: spin}, {Spin: -1}} {
+			t.Run(fmt.Sprint(features, cfg.Spin), func(t *testing.T) {
+				e := newEngine(t, cfg)
+				if want := max(cfg.Spin, 0); e.Spin() != want {
+					t.Fatalf("Spin() = %v, want %v", e.Spin(), want)
+				}
+				u, m := setup(t, mem.Anonymous, 4096, features)
+				p := newPager(t, u, pager.Config{Engine: e})
+				add(t, p, m, pager.Image(pattern(4096)), pager.PoisonOnError)
+				stop := serving(t, p)
+				defer stop()
+				before := engineTicks(t, e)
+				if load(m.Data, 0) != pattern(1)[0] {
+					t.Fatal("not served")
+				}
+				time.Sleep(spin * 3 / 4)
+				during := engineTicks(t, e) - before
+				t.Logf("%d clock ticks in the %v after a fault", during, spin*3/4)
+				// A tick is 10 ms. Spinning readers yield to every other
+				// thread, so on a busy machine they get only their share.
+				if cfg.Spin > 0 && during < 2 {
+					t.Errorf("readers used %d clock ticks in the %v after a fault with Spin %v, want them spinning", during, spin*3/4, cfg.Spin)
+				}
+				if cfg.Spin < 0 && during > 1 {
+					t.Errorf("readers used %d clock ticks in the %v after a fault with Spin %v, want none", during, spin*3/4, cfg.Spin)
+				}
+				time.Sleep(spin/4 + 200*time.Millisecond)
+				before = engineTicks(t, e)
+				time.Sleep(time.Second)
+				if after := engineTicks(t, e) - before; after > 1 {
+					t.Errorf("readers used %d clock ticks in 1 s from %v after the last fault, want none", after, spin+200*time.Millisecond)
+				}
+			})
+		}
+	}
+}
+
 // TestEngineShared: many userfaultfds served by one engine add no
 // threads, and each is served.
 func TestEngineShared(t *testing.T) {

@@ -65,9 +65,16 @@ type engine struct {
 }
 
 var engines = []engine{
-	// The pager's own engine: readers block in read(2) on an event-less
-	// userfaultfd, and wait in epoll otherwise.
+	// The pager's own engine: readers read an event-less userfaultfd
+	// with read(2) and wait in epoll otherwise, spinning after faults.
 	{"own", func(t *testing.T, cfg pager.Config) pager.Config { return cfg }},
+	// An engine whose readers never spin: each waits in the kernel as
+	// soon as it has nothing to read (blocking in read(2) on an
+	// event-less userfaultfd).
+	{"nospin", func(t *testing.T, cfg pager.Config) pager.Config {
+		cfg.Engine = newEngine(t, pager.EngineConfig{Spin: -1})
+		return cfg
+	}},
 	// An engine shared with another pager: readers wait in epoll on
 	// every userfaultfd of the engine.
 	{"shared", func(t *testing.T, cfg pager.Config) pager.Config {

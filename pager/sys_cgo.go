@@ -93,7 +93,7 @@ func (e *Engine) start() error {
 		cpus[i] = C.int(c)
 	}
 	var errno C.int
-	ce := C.pg_engine_new(&cpus[0], C.int(len(cpus)), &errno)
+	ce := C.pg_engine_new(&cpus[0], C.int(len(cpus)), C.int64_t(e.spin), &errno)
 	if ce == nil {
 		return fmt.Errorf("pager: engine: %w", syscall.Errno(errno))
 	}

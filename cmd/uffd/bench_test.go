@@ -77,6 +77,7 @@ type benchJSON struct {
 	PagerPages      uint64  `json:"pager_pages"`
 	PagerPrefetched uint64  `json:"pager_prefetched"`
 	PagerExists     uint64  `json:"pager_exists"`
+	CPUNS           int64   `json:"cpu_ns"`
 	RunsNS          []int64 `json:"runs_ns"`
 }
 
@@ -95,6 +96,11 @@ func decodeBench(t *testing.T, b []byte) benchJSON {
 // ref_handler computes them, within the printed precision.
 func checkFigures(t *testing.T, j benchJSON) {
 	t.Helper()
+	// The faults were served by threads of this process: it used CPU
+	// while they ran.
+	if j.CPUNS <= 0 {
+		t.Errorf("cpu_ns %d, want the CPU time used while the faulters ran", j.CPUNS)
+	}
 	region := float64(j.MiB << 20)
 	secs := float64(j.MedianNS) / 1e9
 	for _, c := range []struct {
@@ -133,7 +139,7 @@ func TestBenchJSON(t *testing.T) {
 	want := benchJSON{Op: "copy", Chunk: 65536, Faulters: 1, Handlers: len(cpus), MiB: 8, Faults: 128, Impl: "go", Prefetch: "fixed",
 		Engine: "shared engine", FaultersIn: "process", Read: true, Random: true, Runs: 3, PagerFaults: 128, PagerPages: 2048, PagerPrefetched: 2048 - 128}
 	got := j
-	got.MedianNS, got.FaultsPerS, got.NSPerPage, got.GBPerS, got.TouchP50NS, got.TouchP99NS, got.RunsNS, got.GOMAXPROCS = 0, 0, 0, 0, 0, 0, nil, 0
+	got.MedianNS, got.FaultsPerS, got.NSPerPage, got.GBPerS, got.TouchP50NS, got.TouchP99NS, got.RunsNS, got.GOMAXPROCS, got.CPUNS = 0, 0, 0, 0, 0, 0, nil, 0, 0
 	// A fault whose wait a signal (Go's preemption) interrupted is sent
 	// again: a few more messages, answered as pages that exist.
 	if extra := got.PagerFaults - 128; got.PagerFaults >= 128 && extra <= 2 && got.PagerExists <= extra {

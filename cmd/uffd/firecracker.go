@@ -29,6 +29,7 @@ func setupFirecracker(fs *flag.FlagSet) runFunc {
 	o.recordFor = durationFlag(fs, "record-for", 0, time.Nanosecond, "record-replay: how long after a restore its faults are recorded (default "+handler.DefaultRecordFor.String()+")")
 	o.prefetch = prefetchFlag(fs, "prefetch", "adaptive", "what a fault resolves beyond its page: none, adaptive (a page, doubling up to 4MiB on sequential access), or a fixed size such as 64KiB")
 	o.cpus = cpusFlag(fs, "cpus", "the CPUs serving faults, a reader and a worker pinned to each, shared by every VM, as a list such as 0-3,6 (default: every CPU the process may run on)")
+	o.spin = spinFlag(fs)
 	o.cacheDir = stringFlag(fs, "cache-dir", "", "path", "remote --mem-file: the host-wide cache of its chunks, shared by every handler on the host and kept across restarts (default: a private temporary one)")
 	o.cacheSize = sizeFlag(fs, "cache-size", 0, 0, 1<<50, 1, "remote --mem-file: the bound of --cache-dir, such as 64GiB (default: unbounded)")
 	o.fetchConcurrency = intFlag(fs, "fetch-concurrency", 0, 0, 4096, "remote --mem-file: range requests in flight at most (default "+strconv.Itoa(remote.DefaultConcurrency)+")")
@@ -46,7 +47,7 @@ func setupFirecracker(fs *flag.FlagSet) runFunc {
 // fcOptions are `uffd firecracker`'s flags.
 type fcOptions struct {
 	socket, memFile, mode, trace, metrics, control, cacheDir, logFormat, logLevel *string
-	recordFor, handshakeTimeout                                                   *time.Duration
+	recordFor, handshakeTimeout, spin                                             *time.Duration
 	prefetch                                                                      *pager.Prefetch
 	cpus                                                                          *[]int
 	maxVMs, cacheSize, fetchConcurrency                                           *int
@@ -68,7 +69,7 @@ func (o *fcOptions) run(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 	cfg := handler.DaemonConfig{
 		MemFile: *o.memFile, Socket: *o.socket, SocketMode: *o.socketMode, Control: *o.control, Takeover: *o.takeover,
-		Metrics: *o.metrics, Trace: *o.trace, RecordFor: *o.recordFor, Prefetch: *o.prefetch, CPUs: *o.cpus,
+		Metrics: *o.metrics, Trace: *o.trace, RecordFor: *o.recordFor, Prefetch: *o.prefetch, CPUs: *o.cpus, Spin: engineSpin(*o.spin),
 		CacheDir: *o.cacheDir, CacheSize: int64(*o.cacheSize), FetchConcurrency: *o.fetchConcurrency,
 		HandshakeTimeout: *o.handshakeTimeout, MaxVMs: *o.maxVMs,
 	}
@@ -181,6 +182,24 @@ type cpusValue struct {
 	p   *[]int
 	raw string
 	err error
+}
+
+// spinFlag is --spin, the engine's EngineConfig.Spin as a flag: read it
+// with engineSpin.
+func spinFlag(fs *flag.FlagSet) *time.Duration {
+	return durationFlag(fs, "spin", pager.DefaultSpin, 0, "how long after the last fault the engine's readers keep looking for the next without sleeping, yielding their CPU to any other thread, before they block (0: never; they wait in the kernel at once, and every fault wakes every reader)")
+}
+
+// engineSpin maps --spin to pager.EngineConfig.Spin, whose zero is the
+// default and whose negative values turn spinning off.
+func engineSpin(d time.Duration) time.Duration {
+	switch d {
+	case 0:
+		return -1
+	case pager.DefaultSpin:
+		return 0
+	}
+	return d
 }
 
 func cpusFlag(fs *flag.FlagSet, name, usage string) *[]int {

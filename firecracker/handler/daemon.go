@@ -68,6 +68,9 @@ type DaemonConfig struct {
 	// reader and a worker pinned to each. Nil: every CPU the process may
 	// run on.
 	CPUs []int
+	// Spin (--spin) is the engine's pager.EngineConfig.Spin: 0 means
+	// pager.DefaultSpin, a negative value no spinning.
+	Spin time.Duration
 	// HandshakeTimeout (--handshake-timeout) must be positive, MaxVMs
 	// (--max-vms) at least 1: the command's defaults are
 	// DefaultHandshakeTimeout and DefaultMaxVMs.
@@ -238,7 +241,7 @@ func RunDaemon(ctx context.Context, c DaemonConfig) error {
 		return err
 	}
 	defer mf.Close()
-	eng, err := pager.NewEngine(pager.EngineConfig{CPUs: c.CPUs})
+	eng, err := pager.NewEngine(pager.EngineConfig{CPUs: c.CPUs, Spin: c.Spin})
 	if err != nil {
 		return fmt.Errorf("handler: --cpus: %w", err)
 	}
@@ -319,7 +322,7 @@ func RunDaemon(ctx context.Context, c DaemonConfig) error {
 	}
 
 	attrs := []any{"socket", ln.Addr().String(), "control", ctlPath, "mode", c.Mode.String(),
-		"prefetch", describePrefetch(c.Prefetch), "cpus", eng.CPUs(),
+		"prefetch", describePrefetch(c.Prefetch), "cpus", eng.CPUs(), "spin", eng.Spin(),
 		"memory_file", c.MemFile, "memory_file_bytes", mf.Size(), "max_vms", c.MaxVMs}
 	if ctlPath == "" {
 		attrs[3] = "none"

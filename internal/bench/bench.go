@@ -241,6 +241,10 @@ type Sample struct {
 	P50, P99 time.Duration
 	// Stats are the pager's counters at the end of the run (Go runs only).
 	Stats pager.Stats
+	// CPU is the process's CPU time, user and system, every thread, while
+	// the faulters ran: theirs included when they are in this process,
+	// the pager's (or the C handlers') alone when they are in a child.
+	CPU time.Duration
 
 	raw []byte // C runs: the JSON line the reference printed
 }
@@ -421,15 +425,17 @@ func (b *Bench) Run(ctx context.Context) (Sample, error) {
 	// ended), closing the userfaultfd lets the kernel fill the rest of the
 	// region with zero pages, and the stop flag ends the faulters.
 	var stop atomic.Bool
-	var elapsed time.Duration
+	var elapsed, cpu time.Duration
 	var touchErr error
 	serveErr, serveDone := sv.while(func() {
+		c0 := processCPU()
 		elapsed, touchErr = fault(region, cfg.Faulters, b.order, b.lat, cfg.ReadTouch, cfg.want(), &stop)
+		cpu = processCPU() - c0
 	}, func() {
 		stop.Store(true)
 		closeUFFD()
 	})
-	s := Sample{Elapsed: elapsed, Stats: p.Stats()}
+	s := Sample{Elapsed: elapsed, Stats: p.Stats(), CPU: cpu}
 	// Verify with the userfaultfd closed: a page that was never served then
 	// reads as zeroes instead of blocking for good.
 	closeUFFD()
@@ -449,6 +455,15 @@ func (b *Bench) Run(ctx context.Context) (Sample, error) {
 	}
 	s.P50, s.P99 = percentiles(b.lat)
 	return s, nil
+}
+
+// processCPU is the process's CPU time so far, user and system.
+func processCPU() time.Duration {
+	var u unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &u) != nil {
+		return 0
+	}
+	return time.Duration(u.Utime.Nano() + u.Stime.Nano())
 }
 
 // mapRegion maps a region to fault on, as ref_handler does: private

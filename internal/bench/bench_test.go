@@ -512,7 +512,7 @@ func TestCompareBadRef(t *testing.T) {
 func TestResultJSON(t *testing.T) {
 	r := &Result{
 		Impl: "go", Op: OpCopy, Chunk: 65536, Faulters: 2, Handlers: 2, MiB: 64,
-		Median:   Sample{Elapsed: 100 * time.Millisecond, P50: 300, P99: 40000, Stats: pager.Stats{Faults: 1024, Pages: 16384, Prefetched: 15360, Exists: 3}},
+		Median:   Sample{Elapsed: 100 * time.Millisecond, P50: 300, P99: 40000, Stats: pager.Stats{Faults: 1024, Pages: 16384, Prefetched: 15360, Exists: 3}, CPU: 150 * time.Millisecond},
 		Prefetch: "fixed", Engine: "thread reader, 2 workers", FaultersIn: Child, ReadTouch: true, GOMAXPROCS: 4,
 	}
 	r.Samples = []Sample{r.Median, {Elapsed: 90 * time.Millisecond}}
@@ -523,7 +523,7 @@ func TestResultJSON(t *testing.T) {
 	const want = `{"op":"copy","chunk":65536,"faulters":2,"handlers":2,"mib":64,"median_ns":100000000,` +
 		`"faults":1024,"faults_per_s":10240,"ns_per_page":6103.5,"gb_per_s":0.671,"touch_p50_ns":300,"touch_p99_ns":40000,` +
 		`"impl":"go","prefetch":"fixed","engine":"thread reader, 2 workers","faulters_in":"child","read":true,"random":false,"runs":2,"gomaxprocs":4,` +
-		`"pager_faults":1024,"pager_pages":16384,"pager_prefetched":15360,"pager_exists":3,"runs_ns":[100000000,90000000]}`
+		`"pager_faults":1024,"pager_pages":16384,"pager_prefetched":15360,"pager_exists":3,"cpu_ns":150000000,"runs_ns":[100000000,90000000]}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
 	}

@@ -292,10 +292,13 @@ func (b *Bench) runChild(ctx context.Context) (Sample, error) {
 	// A pager that stops early: closing the userfaultfd lets the child's
 	// faulters go on with zero pages, which its check reports.
 	var res childResult
+	var cpu time.Duration
 	serveErr, serveDone := sv.while(func() {
+		c0 := processCPU()
 		res, err = ch.exchange(ctx, cmdFault, "run")
+		cpu = processCPU() - c0
 	}, closeUFFD)
-	s := Sample{Elapsed: time.Duration(res.ElapsedNS), P50: time.Duration(res.P50NS), P99: time.Duration(res.P99NS), Stats: p.Stats()}
+	s := Sample{Elapsed: time.Duration(res.ElapsedNS), P50: time.Duration(res.P50NS), P99: time.Duration(res.P99NS), Stats: p.Stats(), CPU: cpu}
 	closeUFFD()
 	switch {
 	case ctx.Err() != nil:

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/gouffd/uffd"
 	"github.com/gouffd/uffd/pager"
@@ -27,6 +28,9 @@ type Engine struct {
 	// CPUs the engine runs on, a reader and a worker pinned to each (nil:
 	// every CPU the process may run on).
 	CPUs []int
+	// Spin is the engine's pager.EngineConfig.Spin (0: pager.DefaultSpin;
+	// negative: readers never spin).
+	Spin time.Duration
 }
 
 // ParseEngine parses the name String gives an engine's kind: own or
@@ -55,6 +59,12 @@ func (e Engine) String() string {
 	if e.CPUs != nil {
 		parts = append(parts, fmt.Sprintf("CPUs %v", e.CPUs))
 	}
+	switch {
+	case e.Spin < 0:
+		parts = append(parts, "no spin")
+	case e.Spin > 0:
+		parts = append(parts, "spin "+e.Spin.String())
+	}
 	return strings.Join(parts, ", ")
 }
 
@@ -64,11 +74,16 @@ func (e Engine) validate() error {
 	if e.CPUs == nil {
 		return nil
 	}
-	eng, err := pager.NewEngine(pager.EngineConfig{CPUs: e.CPUs})
+	eng, err := pager.NewEngine(e.config())
 	if err != nil {
 		return fmt.Errorf("--cpus: %w", err)
 	}
 	return eng.Close()
+}
+
+// config is the engine's configuration.
+func (e Engine) config() pager.EngineConfig {
+	return pager.EngineConfig{CPUs: e.CPUs, Spin: e.Spin}
 }
 
 // handlers is the number of fault-serving threads the report counts: the
@@ -98,16 +113,16 @@ type engineRun struct {
 // start makes the engine state for a benchmark's runs.
 func (e Engine) start() (*engineRun, error) {
 	if !e.Shared {
-		if e.CPUs == nil {
+		if e.CPUs == nil && e.Spin == 0 {
 			return &engineRun{}, nil
 		}
-		eng, err := pager.NewEngine(pager.EngineConfig{CPUs: e.CPUs})
+		eng, err := pager.NewEngine(e.config())
 		if err != nil {
 			return nil, err
 		}
 		return &engineRun{eng: eng, stop: func() { eng.Close() }}, nil
 	}
-	eng, err := pager.NewEngine(pager.EngineConfig{CPUs: e.CPUs})
+	eng, err := pager.NewEngine(e.config())
 	if err != nil {
 		return nil, err
 	}

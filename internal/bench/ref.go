@@ -199,6 +199,7 @@ type refJSON struct {
 	Pinned       *bool    `json:"pinned"`
 	CrossProcess *bool    `json:"cross_process"`
 	Measure      *string  `json:"measure"`
+	CPUNS        *int64   `json:"cpu_ns"`
 }
 
 // refWant is what a run of the reference must report having done.
@@ -263,12 +264,16 @@ func parseRef(out []byte, want refWant) (Sample, error) {
 	if want.measure != measureFaults && (j.Measure == nil || *j.Measure != want.measure) {
 		return Sample{}, fmt.Errorf("output %q does not report measure %q (-m)", line, want.measure)
 	}
-	return Sample{
+	s := Sample{
 		Elapsed: time.Duration(j.MedianNS),
 		P50:     time.Duration(*j.TouchP50NS),
 		P99:     time.Duration(*j.TouchP99NS),
 		raw:     line,
-	}, nil
+	}
+	if j.CPUNS != nil { // refbench's; ref_handler does not report it
+		s.CPU = time.Duration(*j.CPUNS)
+	}
+	return s, nil
 }
 
 // run runs the reference at path once, measuring measure for cfg.

@@ -131,6 +131,7 @@ type refOutput struct {
 	CrossProcess bool    `json:"cross_process"`
 	Measure      string  `json:"measure"`
 	Impl         string  `json:"impl"`
+	CPUNS        int64   `json:"cpu_ns"`
 	RunsNS       []int64 `json:"runs_ns"`
 }
 
@@ -180,8 +181,8 @@ func TestRefBench(t *testing.T) {
 				t.Fatal(err)
 			}
 			runs, _ := strconv.Atoi(strings.Fields(tc.args)[3])
-			if len(got.RunsNS) != runs || got.MedianNS <= 0 || got.Impl != "c" || got.TouchP50NS <= 0 || got.TouchP50NS > got.TouchP99NS {
-				t.Errorf("runs_ns %v, median %d, impl %q, p50 %d, p99 %d", got.RunsNS, got.MedianNS, got.Impl, got.TouchP50NS, got.TouchP99NS)
+			if len(got.RunsNS) != runs || got.MedianNS <= 0 || got.Impl != "c" || got.TouchP50NS <= 0 || got.TouchP50NS > got.TouchP99NS || got.CPUNS <= 0 {
+				t.Errorf("runs_ns %v, median %d, impl %q, p50 %d, p99 %d, cpu %d", got.RunsNS, got.MedianNS, got.Impl, got.TouchP50NS, got.TouchP99NS, got.CPUNS)
 			}
 			w := tc.want
 			g := refShape{Op: got.Op, Chunk: got.Chunk, Faulters: got.Faulters, Handlers: got.Handlers, MiB: got.MiB,

@@ -74,9 +74,9 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		r.Median.P50.Nanoseconds(), r.Median.P99.Nanoseconds())
 	st := r.Median.Stats
 	b = fmt.Appendf(b, `,"impl":%q,"prefetch":%q,"engine":%q,"faulters_in":%q,"read":%t,"random":%t,"runs":%d,"gomaxprocs":%d,`+
-		`"pager_faults":%d,"pager_pages":%d,"pager_prefetched":%d,"pager_exists":%d,"runs_ns":[`,
+		`"pager_faults":%d,"pager_pages":%d,"pager_prefetched":%d,"pager_exists":%d,"cpu_ns":%d,"runs_ns":[`,
 		r.Impl, r.Prefetch, r.Engine, r.FaultersIn, r.ReadTouch, r.Random, len(r.Samples), r.GOMAXPROCS,
-		st.Faults, st.Pages, st.Prefetched, st.Exists)
+		st.Faults, st.Pages, st.Prefetched, st.Exists, r.Median.CPU.Nanoseconds())
 	for i, s := range r.Samples {
 		if i > 0 {
 			b = append(b, ',')
@@ -142,6 +142,9 @@ func rows(r *Result) []row {
 		{"gb_per_s", strconv.FormatFloat(r.GBPerS(), 'f', 3, 64)},
 		{"touch_p50_ns", strconv.FormatInt(r.Median.P50.Nanoseconds(), 10)},
 		{"touch_p99_ns", strconv.FormatInt(r.Median.P99.Nanoseconds(), 10)},
+	}
+	if r.Median.CPU > 0 {
+		rs = append(rs, row{"cpu_ns", strconv.FormatInt(r.Median.CPU.Nanoseconds(), 10)})
 	}
 	if r.Impl == "go" {
 		st := r.Median.Stats
@@ -312,6 +315,10 @@ func (c *Comparison) WriteText(w io.Writer) error {
 // ProgressLine is a one-line summary of a finished run, for stderr.
 func ProgressLine(p Progress) string {
 	s := p.Sample
-	return fmt.Sprintf("%-7s run %d/%d: %v, touch p50 %v p99 %v",
+	line := fmt.Sprintf("%-7s run %d/%d: %v, touch p50 %v p99 %v",
 		p.Impl, p.Run, p.Runs, s.Elapsed.Round(time.Microsecond), s.P50, s.P99)
+	if s.CPU > 0 {
+		line += fmt.Sprintf(", cpu %v", s.CPU.Round(time.Millisecond))
+	}
+	return line
 }

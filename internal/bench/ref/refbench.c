@@ -46,7 +46,10 @@
  * Output: one JSON object on stdout:
  *   {"op","chunk","faulters","handlers","mib","median_ns","faults",
  *    "faults_per_s","ns_per_page","gb_per_s","touch_p50_ns","touch_p99_ns",
- *    "pinned","cross_process","measure","impl":"c","runs_ns":[...]}
+ *    "pinned","cross_process","measure","impl":"c","cpu_ns","runs_ns":[...]}
+ *   cpu_ns is this process's CPU time (user and system, every thread) during
+ *   the median run's faulting: the faulters' and the handlers', or with -X the
+ *   handlers' alone
  * Exit status 2 for bad arguments, 1 for a failure (a byte that does not
  * hold what it should is one).
  */
@@ -54,6 +57,7 @@
 
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #define MAXT 64
@@ -176,6 +180,7 @@ static void stop_handlers(pthread_t *h)
 /* One run's measurements, as the faulting side reports them. */
 struct result {
 	uint64_t elapsed, p50, p99;
+	uint64_t cpu; /* CPU time of this process (every thread) while the faulters ran */
 	int64_t bad; /* offset of a read-touch that saw a wrong byte, or -1 */
 	uint64_t bad_got;
 };
@@ -223,11 +228,21 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* run_faulters touches mem with the faulting threads and times them. */
+/* cpu_ns is the CPU time, user and system, of this process's threads. */
+static uint64_t cpu_ns(void)
+{
+	struct rusage u;
+	getrusage(RUSAGE_SELF, &u);
+	return (uint64_t)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000000u +
+	       (uint64_t)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1000u;
+}
+
 static struct result run_faulters(char *mem)
 {
 	pthread_t f[MAXT];
 	struct slice s[MAXT];
 	struct result r = { .bad = -1 };
+	uint64_t c0 = cpu_ns();
 	uint64_t t0 = now_ns();
 	for (int i = 0; i < nfault; i++) {
 		s[i] = (struct slice){ .mem = mem, .lo = pages * (size_t)i / (size_t)nfault, .hi = pages * (size_t)(i + 1) / (size_t)nfault, .bad = -1 };
@@ -240,6 +255,7 @@ static struct result run_faulters(char *mem)
 	for (int i = 0; i < nfault; i++)
 		pthread_join(f[i], NULL);
 	r.elapsed = now_ns() - t0;
+	r.cpu = cpu_ns() - c0;
 	for (int i = 0; i < nfault; i++)
 		if (s[i].bad >= 0 && r.bad < 0) {
 			r.bad = s[i].bad;
@@ -406,8 +422,10 @@ static struct result run_cross(void)
 	struct result r;
 	struct check c;
 	char go = 1;
+	uint64_t c0 = cpu_ns();
 	if (write_full(sv[0], &go, 1) || read_full(sv[0], &r, sizeof r))
 		fatal(1, "the faulting process died during the run");
+	r.cpu = cpu_ns() - c0; /* the handlers' alone: the faulters are the child's */
 	stop_handlers(hs);
 	close(uffd);
 	if (write_full(sv[0], &go, 1) || read_full(sv[0], &c, sizeof c))
@@ -534,10 +552,10 @@ int main(int argc, char **argv)
 	double faults = (double)region / (double)chunk, t = (double)m.elapsed;
 	printf("{\"op\":\"%s\",\"chunk\":%zu,\"faulters\":%d,\"handlers\":%d,\"mib\":%ld,\"median_ns\":%llu,"
 	       "\"faults\":%.0f,\"faults_per_s\":%.0f,\"ns_per_page\":%.1f,\"gb_per_s\":%.3f,"
-	       "\"touch_p50_ns\":%llu,\"touch_p99_ns\":%llu,\"pinned\":%s,\"cross_process\":%s,\"measure\":\"%s\",\"impl\":\"c\",\"runs_ns\":[",
+	       "\"touch_p50_ns\":%llu,\"touch_p99_ns\":%llu,\"pinned\":%s,\"cross_process\":%s,\"measure\":\"%s\",\"impl\":\"c\",\"cpu_ns\":%llu,\"runs_ns\":[",
 	       opzero ? "zero" : "copy", chunk, nfault, measure == MEASURE_TOUCH ? 0 : nhand, mib, (unsigned long long)m.elapsed,
 	       faults, faults / (t / 1e9), t / (double)pages, (double)region / t, (unsigned long long)m.p50,
-	       (unsigned long long)m.p99, pin ? "true" : "false", cross ? "true" : "false", measure_names[measure]);
+	       (unsigned long long)m.p99, pin ? "true" : "false", cross ? "true" : "false", measure_names[measure], (unsigned long long)m.cpu);
 	for (int i = 0; i < runs; i++)
 		printf("%s%llu", i ? "," : "", (unsigned long long)r[i].elapsed);
 	printf("]}\n");
