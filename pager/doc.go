@@ -21,21 +21,33 @@
 //
 // Faults are served by an Engine: a reader thread and a worker thread
 // pinned to each CPU the process may run on (or the CPUs you choose).
-// Each reader waits in the kernel on every userfaultfd of the engine and
-// resolves the faults it reads on the spot. The kernel wakes every reader
-// waiting on a userfaultfd for each message (its read wait queue is not
-// exclusive), and the reader on the CPU that raised the fault runs first,
-// there, as soon as the faulting thread sleeps: so a fault is read and
-// resolved on its own CPU, with no wake-up across CPUs, which on a
-// virtual machine costs several times the fault itself. A reader blocks
-// in read(2) when its engine serves one userfaultfd without event
-// features, the cheapest wait (one system call per fault, as the C
-// reference handler); otherwise it waits in epoll(7) and reads without
-// blocking, so that reads can be ordered against installs (see Events).
-// Pagers may share an engine (Config.Engine), so that a daemon serving a
-// hundred VMs runs two threads per CPU, not two per CPU per VM. With no
-// engine configured, Serve starts one for the pager and stops it on
-// return. Idle, the threads sleep in the kernel and use no CPU.
+// Each reader reads every userfaultfd of the engine, one message at a time,
+// and resolves the faults it reads on the spot. The kernel wakes every
+// reader waiting on a userfaultfd for each message (its read wait queue is
+// not exclusive), and the reader on the CPU that raised the fault runs
+// first, there, as soon as the faulting thread sleeps: so a fault is read
+// and resolved on its own CPU. Each of those wake-ups costs the faulting
+// thread, though, before it sleeps: waking a reader that sleeps on an idle
+// CPU of a virtual machine is an interrupt into a halted vCPU, several
+// microseconds, as much as the rest of the fault's handling. So while
+// faults keep coming a reader with nothing to read does not sleep: it
+// spins (EngineConfig.Spin, DefaultSpin after the last message any reader
+// read), polling without waiting and yielding its CPU to any thread that
+// wants it, and a spinning reader is not on the wait queue: a fault raised
+// beside it wakes nobody. A message that appears right after another
+// thread ran on the spinning reader's CPU (the faulting thread, which just
+// stopped to fault) is read at once; one that appears while the reader
+// spins alone on its CPU was raised elsewhere and is left to that CPU's
+// reader for a few microseconds first. The price is CPU time: through a
+// stream of faults, CPUs that no faulting thread uses run their spinning
+// reader instead of idling (uffd bench reports it). A reader with nothing
+// to read and nothing served lately waits in the kernel: in read(2) or
+// poll(2) when its engine serves one userfaultfd without event features,
+// in epoll(7) otherwise, where reads can be ordered against installs (see
+// Events). Pagers may share an engine (Config.Engine), so that a daemon
+// serving a hundred VMs runs two threads per CPU, not two per CPU per VM.
+// With no engine configured, Serve starts one for the pager and stops it
+// on return. Idle, the threads sleep in the kernel and use no CPU.
 //
 // The engine's threads are C pthreads that never call Go, and the whole
 // fault policy runs there: claims, prefetch windows, removed pages, the

@@ -266,6 +266,7 @@ struct pg_pager {
 	int nstray;
 
 	int attached; // served by an engine (atomic)
+	pg_engine *eng; // the engine serving it, or NULL (atomic)
 	int owned;    // each of the engine's threads has a slot of its own (atomic)
 	int saved_fl; // file flags before an engine changed them, or -1
 
@@ -1059,6 +1060,7 @@ typedef struct {
 	int stop;
 	pg_pager *cur;
 	int os_tid;
+	int busy; // has jobs or runs one (atomic): its CPU's reader does not spin
 } pg_worker;
 
 struct pg_engine {
@@ -1070,6 +1072,8 @@ struct pg_engine {
 	pg_pager *pagers;
 	int npagers;
 	int mode;
+	int go_installs;  // installs Go is making in the engine's pagers (atomic)
+	uint64_t go_last; // when the last one ended (now_ns, atomic)
 	int64_t spin_ns; // how long readers spin after the last message; 0: never
 };
 
@@ -1186,7 +1190,11 @@ static int ready(pg_thread *th, struct epoll_event *evs, int cap) {
 // this CPU (the faulting thread, which stopped to fault) is taken at once;
 // what shows up while this reader spins on an otherwise idle CPU was raised
 // on another one, whose reader takes it in a few microseconds, and is left
-// to it for PG_GRACE_NS first. local: what is there at once is this CPU's
+// to it for PG_GRACE_NS first. A reader whose CPU's worker has work, or
+// of an engine whose pagers Go is installing pages into (or was, within
+// spin_ns), does not spin:
+// installing ahead needs the CPUs more than the next fault needs a reader
+// awake. local: what is there at once is this CPU's
 // (the reader comes back from serving a fault, and the thread it woke,
 // which ran here meanwhile, may have faulted again).
 static int spin(pg_thread *th, struct epoll_event *evs, int cap, int local) {
@@ -1194,7 +1202,10 @@ static int spin(pg_thread *th, struct epoll_event *evs, int cap, int local) {
 	uint64_t seen = 0;
 	for (;;) {
 		uint64_t t = now_ns();
-		if (!active(e, t)) return 0;
+		if (!active(e, t) || __atomic_load_n(&e->wk[th->idx].busy, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&e->go_installs, __ATOMIC_RELAXED) ||
+		    t - __atomic_load_n(&e->go_last, __ATOMIC_RELAXED) < (uint64_t)e->spin_ns)
+			return 0;
 		int k = ready(th, evs, cap);
 		if (k > 0) {
 			if (local) return k;
@@ -1359,6 +1370,7 @@ static void *worker_main(void *arg) {
 		run_job(&j, w->e->n + w->idx);
 		pthread_mutex_lock(&w->mu);
 		w->cur = NULL;
+		__atomic_store_n(&w->busy, w->n > 0, __ATOMIC_RELAXED);
 		pthread_cond_broadcast(&w->idle);
 	}
 	pthread_mutex_unlock(&w->mu);
@@ -1381,6 +1393,7 @@ static void post_ahead(pg_thread *th, pg_pager *p, const pg_req *q) {
 		if (w->n < w->cap && !w->stop) {
 			w->q[w->n].p = p, w->q[w->n].q = *q;
 			w->n++;
+			__atomic_store_n(&w->busy, 1, __ATOMIC_RELAXED);
 			pthread_cond_signal(&w->cv);
 			pthread_mutex_unlock(&w->mu);
 			return;
@@ -1565,6 +1578,7 @@ int pg_engine_attach(pg_engine *e, pg_pager *p) {
 	e->pagers = p;
 	e->npagers++;
 	__atomic_store_n(&p->attached, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&p->eng, e, __ATOMIC_SEQ_CST);
 	// Readers are threads 0..n-1, workers n..2n-1.
 	__atomic_store_n(&p->owned, 2 * e->n <= p->nslots - 1, __ATOMIC_SEQ_CST);
 	int mode = mode_for(e);
@@ -1596,6 +1610,7 @@ void pg_engine_detach(pg_engine *e, pg_pager *p) {
 	p->next = NULL;
 	e->npagers--;
 	__atomic_store_n(&p->attached, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&p->eng, NULL, __ATOMIC_SEQ_CST);
 	int restart = e->mode == M_BLOCK || mode_for(e) == M_BLOCK;
 	if (restart) {
 		stop_threads(e);
@@ -1901,7 +1916,15 @@ int64_t pg_pending(pg_pager *p) {
 int pg_install_req(pg_pager *p, const pg_req *q, const char *buf, uint64_t *at) {
 	int err = 0;
 	rd_lock(p, -1);
+	// While Go installs (a prefault, a replay, a source's bytes), the
+	// engine's readers do not spin: Go's threads need the CPUs.
+	pg_engine *e = __atomic_load_n(&p->eng, __ATOMIC_SEQ_CST);
+	if (e) __atomic_fetch_add(&e->go_installs, 1, __ATOMIC_SEQ_CST);
 	int out = do_req(p, -1, q, buf, q->fault ? C_FAULT : q->t0 ? C_AHEAD : C_FILL, 0, at, &err);
+	if (e) {
+		__atomic_store_n(&e->go_last, now_ns(), __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&e->go_installs, 1, __ATOMIC_SEQ_CST);
+	}
 	rd_unlock(p, -1);
 	return out;
 }

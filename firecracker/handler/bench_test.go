@@ -14,7 +14,10 @@ import (
 	"github.com/gouffd/uffd/pager"
 )
 
-var benchMiB = flag.Int("fc.mib", 64, "guest size of BenchmarkTouchAll, in MiB (the README's figures use 1024)")
+var (
+	benchMiB  = flag.Int("fc.mib", 64, "guest size of BenchmarkTouchAll, in MiB (the README's figures use 1024)")
+	benchSpin = flag.Duration("fc.spin", pager.DefaultSpin, "BenchmarkTouchAll: the engine's EngineConfig.Spin (0: readers never spin)")
+)
 
 // BenchmarkTouchAll times a test VM (another process) touching every page
 // of its guest once, writing one byte per 4 KiB page as ref_handler.c
@@ -25,6 +28,15 @@ var benchMiB = flag.Int("fc.mib", 64, "guest size of BenchmarkTouchAll, in MiB (
 //	go test -run '^$' -bench TouchAll -benchtime 3x ./firecracker/handler -args -fc.mib=1024
 func BenchmarkTouchAll(b *testing.B) {
 	size := *benchMiB << 20
+	spin := *benchSpin
+	if spin == 0 {
+		spin = -1
+	}
+	eng, err := pager.NewEngine(pager.EngineConfig{Spin: spin})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer eng.Close()
 	dir := sockDir(b)
 	path, data := memFile(b, dir, size)
 	f, err := pager.OpenFile(path)
@@ -44,6 +56,7 @@ func BenchmarkTouchAll(b *testing.B) {
 		for _, order := range []string{"seq-write", "random-write"} {
 			b.Run(mode.name+"/"+order, func(b *testing.B) {
 				cfg := mode.cfg
+				cfg.Engine = eng
 				if cfg.Mode == handler.RecordReplay {
 					cfg.Trace = filepath.Join(b.TempDir(), "trace")
 				}
