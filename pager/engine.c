@@ -42,6 +42,7 @@ struct uffdio_poison {
 #define PG_READ 1         // messages per read(2): the next is left to the reader of the CPU that raised it
 #define PG_GRACE_NS 10000 // a spinning reader leaves a message this long to the reader of its CPU
 #define PG_RAN_NS 2000    // a yield this long means another thread ran on the CPU
+#define PG_GO_QUIET_NS 2000000 // readers do not spin this long after Go installed pages
 #define PG_STREAMS 4    // sequential streams followed by adaptive prefetch
 #define PG_ERRS 256     // recorded errors kept for Go
 #define PG_STRAYS 1024  // faults in no region kept for a region added later
@@ -1192,7 +1193,7 @@ static int ready(pg_thread *th, struct epoll_event *evs, int cap) {
 // on another one, whose reader takes it in a few microseconds, and is left
 // to it for PG_GRACE_NS first. A reader whose CPU's worker has work, or
 // of an engine whose pagers Go is installing pages into (or was, within
-// spin_ns), does not spin:
+// PG_GO_QUIET_NS), does not spin:
 // installing ahead needs the CPUs more than the next fault needs a reader
 // awake. local: what is there at once is this CPU's
 // (the reader comes back from serving a fault, and the thread it woke,
@@ -1204,7 +1205,7 @@ static int spin(pg_thread *th, struct epoll_event *evs, int cap, int local) {
 		uint64_t t = now_ns();
 		if (!active(e, t) || __atomic_load_n(&e->wk[th->idx].busy, __ATOMIC_RELAXED) ||
 		    __atomic_load_n(&e->go_installs, __ATOMIC_RELAXED) ||
-		    t - __atomic_load_n(&e->go_last, __ATOMIC_RELAXED) < (uint64_t)e->spin_ns)
+		    t - __atomic_load_n(&e->go_last, __ATOMIC_RELAXED) < PG_GO_QUIET_NS)
 			return 0;
 		int k = ready(th, evs, cap);
 		if (k > 0) {
