@@ -40,8 +40,8 @@
 // spins alone on its CPU was raised elsewhere and is left to that CPU's
 // reader for a few microseconds first. A reader does not spin while its
 // CPU's worker installs ahead, nor while Go installs pages into the
-// engine's pagers (Resolve, Config.Fill, a source's bytes): those need the
-// CPUs more. The price is CPU time: through a
+// engine's pagers (Resolve, Config.Fill, a source's bytes), nor for 2 ms
+// after: those need the CPUs more. The price is CPU time: through a
 // stream of faults, CPUs that no faulting thread uses run their spinning
 // reader instead of idling (uffd bench reports it). A reader with nothing
 // to read and nothing served lately waits in the kernel: in read(2) or

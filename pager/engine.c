@@ -43,6 +43,7 @@ struct uffdio_poison {
 #define PG_GRACE_NS 10000 // a spinning reader leaves a message this long to the reader of its CPU
 #define PG_RAN_NS 2000    // a yield this long means another thread ran on the CPU
 #define PG_GO_QUIET_NS 2000000 // readers do not spin this long after Go installed pages
+#define PG_NOGRACE_NS 10000000 // after a grace nobody used, none for this long
 #define PG_STREAMS 4    // sequential streams followed by adaptive prefetch
 #define PG_ERRS 256     // recorded errors kept for Go
 #define PG_STRAYS 1024  // faults in no region kept for a region added later
@@ -1038,7 +1039,8 @@ struct pg_thread {
 	int mode;
 	pg_pager *only; // M_BLOCK
 	int os_tid;
-	uint64_t last; // when this reader last read a message (now_ns)
+	uint64_t last;    // when this reader last read a message (now_ns, atomic)
+	uint64_t nograce; // until when it takes what it sees at once (spin)
 	struct uffd_msg msgs[PG_READ];
 };
 
@@ -1156,6 +1158,7 @@ static int serve_epoll(pg_thread *th, pg_pager *p) {
 		}
 		return 0;
 	}
+	__atomic_store_n(&th->last, now_ns(), __ATOMIC_RELAXED);
 	batch(th, p, (int)(n / (ssize_t)sizeof th->msgs[0]), p->events);
 	return 1;
 }
@@ -1163,7 +1166,7 @@ static int serve_epoll(pg_thread *th, pg_pager *p) {
 // active reports whether a reader of e read a message in the last spin_ns.
 static int active(pg_engine *e, uint64_t t) {
 	for (int i = 0; i < e->n; i++)
-		if (t - __atomic_load_n(&e->th[i].last, __ATOMIC_RELAXED) < (uint64_t)e->spin_ns) return 1;
+		if ((int64_t)(t - __atomic_load_n(&e->th[i].last, __ATOMIC_RELAXED)) < e->spin_ns) return 1;
 	return 0;
 }
 
@@ -1191,7 +1194,9 @@ static int ready(pg_thread *th, struct epoll_event *evs, int cap) {
 // this CPU (the faulting thread, which stopped to fault) is taken at once;
 // what shows up while this reader spins on an otherwise idle CPU was raised
 // on another one, whose reader takes it in a few microseconds, and is left
-// to it for PG_GRACE_NS first. A reader whose CPU's worker has work, or
+// to it for PG_GRACE_NS first, unless a grace went unused lately (the
+// faulting threads run on CPUs the engine has no reader on). A reader
+// whose CPU's worker has work, or
 // of an engine whose pagers Go is installing pages into (or was, within
 // PG_GO_QUIET_NS), does not spin:
 // installing ahead needs the CPUs more than the next fault needs a reader
@@ -1205,13 +1210,19 @@ static int spin(pg_thread *th, struct epoll_event *evs, int cap, int local) {
 		uint64_t t = now_ns();
 		if (!active(e, t) || __atomic_load_n(&e->wk[th->idx].busy, __ATOMIC_RELAXED) ||
 		    __atomic_load_n(&e->go_installs, __ATOMIC_RELAXED) ||
-		    t - __atomic_load_n(&e->go_last, __ATOMIC_RELAXED) < PG_GO_QUIET_NS)
+		    (int64_t)(t - __atomic_load_n(&e->go_last, __ATOMIC_RELAXED)) < PG_GO_QUIET_NS)
 			return 0;
 		int k = ready(th, evs, cap);
 		if (k > 0) {
-			if (local) return k;
-			if (!seen) seen = t;
-			else if (t - seen >= PG_GRACE_NS) return k;
+			// No grace with no other reader, or lately unheeded: the
+			// faulting threads run where no reader of this engine does.
+			if (local || e->n == 1 || t < th->nograce) return k;
+			if (!seen) {
+				seen = t;
+			} else if (t - seen >= PG_GRACE_NS) {
+				th->nograce = t + PG_NOGRACE_NS;
+				return k;
+			}
 		} else {
 			seen = 0;
 		}
@@ -1245,10 +1256,7 @@ static void *epoll_main(void *arg) {
 				quit = __atomic_load_n(&th->quit, __ATOMIC_SEQ_CST);
 				continue;
 			}
-			if (__atomic_load_n(&p->attached, __ATOMIC_SEQ_CST) && serve_epoll(th, p)) {
-				__atomic_store_n(&th->last, now_ns(), __ATOMIC_RELAXED);
-				served = 1;
-			}
+			if (__atomic_load_n(&p->attached, __ATOMIC_SEQ_CST) && serve_epoll(th, p)) served = 1;
 		}
 		__atomic_fetch_add(&th->seq, 1, __ATOMIC_SEQ_CST);
 		if (quit) break;
@@ -1286,8 +1294,8 @@ static void *block_main(void *arg) {
 			set_status(p, PG_ST_FATAL, n < 0 ? e : EIO);
 			break;
 		}
-		batch(th, p, (int)(n / (ssize_t)sizeof th->msgs[0]), 0);
 		__atomic_store_n(&th->last, now_ns(), __ATOMIC_RELAXED);
+		batch(th, p, (int)(n / (ssize_t)sizeof th->msgs[0]), 0);
 		if (__atomic_load_n(&p->ndef, __ATOMIC_SEQ_CST)) {
 			nap_us(50);
 			retry_deferred(th, p);
@@ -1642,6 +1650,7 @@ void pg_engine_detach(pg_engine *e, pg_pager *p) {
 		}
 		w->n = k;
 		while (w->cur == p) pthread_cond_wait(&w->idle, &w->mu);
+		__atomic_store_n(&w->busy, w->n > 0 || w->cur, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&w->mu);
 	}
 	restore_fl(p);
@@ -1914,18 +1923,28 @@ int64_t pg_pending(pg_pager *p) {
 	return n;
 }
 
+// go_installs_begin and go_installs_end bracket installs made from Go's
+// threads (Resolve, the fill, a prefault or replay, a source's bytes):
+// meanwhile, and for PG_GO_QUIET_NS after, the engine's readers do not
+// spin, since Go's threads need the CPUs.
+static pg_engine *go_installs_begin(pg_pager *p) {
+	pg_engine *e = __atomic_load_n(&p->eng, __ATOMIC_SEQ_CST);
+	if (e) __atomic_fetch_add(&e->go_installs, 1, __ATOMIC_SEQ_CST);
+	return e;
+}
+
+static void go_installs_end(pg_engine *e) {
+	if (!e) return;
+	__atomic_store_n(&e->go_last, now_ns(), __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&e->go_installs, 1, __ATOMIC_SEQ_CST);
+}
+
 int pg_install_req(pg_pager *p, const pg_req *q, const char *buf, uint64_t *at) {
 	int err = 0;
 	rd_lock(p, -1);
-	// While Go installs (a prefault, a replay, a source's bytes), the
-	// engine's readers do not spin: Go's threads need the CPUs.
-	pg_engine *e = __atomic_load_n(&p->eng, __ATOMIC_SEQ_CST);
-	if (e) __atomic_fetch_add(&e->go_installs, 1, __ATOMIC_SEQ_CST);
+	pg_engine *e = go_installs_begin(p);
 	int out = do_req(p, -1, q, buf, q->fault ? C_FAULT : q->t0 ? C_AHEAD : C_FILL, 0, at, &err);
-	if (e) {
-		__atomic_store_n(&e->go_last, now_ns(), __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&e->go_installs, 1, __ATOMIC_SEQ_CST);
-	}
+	go_installs_end(e);
 	rd_unlock(p, -1);
 	return out;
 }
@@ -1981,6 +2000,7 @@ void pg_count(pg_pager *p, uint64_t retries, uint64_t source_errors) {
 
 int pg_resolve(pg_pager *p, uint64_t *addr, uint64_t end, uint64_t chunk, pg_req *q) {
 	rd_lock(p, -1);
+	pg_engine *e = go_installs_begin(p);
 	int out = PG_OK;
 	while (*addr < end) {
 		const pg_layout *l = p->layout;
@@ -2023,6 +2043,7 @@ int pg_resolve(pg_pager *p, uint64_t *addr, uint64_t end, uint64_t chunk, pg_req
 		}
 		break;
 	}
+	go_installs_end(e);
 	rd_unlock(p, -1);
 	return out;
 }

@@ -3,6 +3,7 @@
 package pager_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -40,8 +41,8 @@ func engineTicks(t *testing.T, e *pager.Engine) (total int) {
 	return total
 }
 
-// TestEngineIdle: readers waiting for faults, in read(2) and in epoll,
-// use no CPU.
+// TestEngineIdle: readers waiting for faults, in poll(2) and in epoll,
+// use no CPU (in read(2) without spinning: TestEngineSpin).
 func TestEngineIdle(t *testing.T) {
 	for _, features := range []uffd.Feature{0, uffd.FeatureEventRemove} {
 		t.Run(fmt.Sprint(features), func(t *testing.T) {
@@ -106,6 +107,37 @@ func TestEngineSpin(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestEngineSpinDefault: a zero Spin is DefaultSpin.
+func TestEngineSpinDefault(t *testing.T) {
+	if got := newEngine(t, pager.EngineConfig{}).Spin(); got != pager.DefaultSpin {
+		t.Errorf("Spin() = %v, want DefaultSpin %v", got, pager.DefaultSpin)
+	}
+}
+
+// TestEngineSpinYields: readers do not spin while Go installs pages
+// (Resolve here), even right after a fault: Go's threads need the CPUs.
+func TestEngineSpinYields(t *testing.T) {
+	e := newEngine(t, pager.EngineConfig{Spin: time.Second})
+	u, m := setup(t, mem.Anonymous, 2*4096, 0)
+	p := newPager(t, u, pager.Config{Engine: e})
+	add(t, p, m, pager.Image(pattern(2*4096)), pager.PoisonOnError)
+	stop := serving(t, p)
+	defer stop()
+	if load(m.Data, 0) != pattern(1)[0] {
+		t.Fatal("not served")
+	}
+	before := engineTicks(t, e)
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		if err := p.Resolve(context.Background(), m.Addr()+4096, 4096); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	if used := engineTicks(t, e) - before; used > 2 {
+		t.Errorf("readers used %d clock ticks in 300 ms of Resolve calls after a fault, want them blocked", used)
 	}
 }
 
