@@ -43,7 +43,8 @@ struct uffdio_poison {
 #define PG_GRACE_NS 10000 // a spinning reader leaves a message this long to the reader of its CPU
 #define PG_RAN_NS 2000    // a yield this long means another thread ran on the CPU
 #define PG_GO_QUIET_NS 2000000 // readers do not spin this long after Go installed pages
-#define PG_NOGRACE_NS 10000000 // after a grace nobody used, none for this long
+#define PG_UNHEEDED 8           // graces in a row nobody used before they stop
+#define PG_NOGRACE_NS 10000000 // for this long
 #define PG_STREAMS 4    // sequential streams followed by adaptive prefetch
 #define PG_ERRS 256     // recorded errors kept for Go
 #define PG_STRAYS 1024  // faults in no region kept for a region added later
@@ -1041,6 +1042,7 @@ struct pg_thread {
 	int os_tid;
 	uint64_t last;    // when this reader last read a message (now_ns, atomic)
 	uint64_t nograce; // until when it takes what it sees at once (spin)
+	int unheeded;     // graces in a row that no other reader used
 	struct uffd_msg msgs[PG_READ];
 };
 
@@ -1194,8 +1196,8 @@ static int ready(pg_thread *th, struct epoll_event *evs, int cap) {
 // this CPU (the faulting thread, which stopped to fault) is taken at once;
 // what shows up while this reader spins on an otherwise idle CPU was raised
 // on another one, whose reader takes it in a few microseconds, and is left
-// to it for PG_GRACE_NS first, unless a grace went unused lately (the
-// faulting threads run on CPUs the engine has no reader on). A reader
+// to it for PG_GRACE_NS first, unless graces went unused lately, several
+// in a row (the faulting threads run on CPUs the engine has no reader on). A reader
 // whose CPU's worker has work, or
 // of an engine whose pagers Go is installing pages into (or was, within
 // PG_GO_QUIET_NS), does not spin:
@@ -1220,10 +1222,11 @@ static int spin(pg_thread *th, struct epoll_event *evs, int cap, int local) {
 			if (!seen) {
 				seen = t;
 			} else if (t - seen >= PG_GRACE_NS) {
-				th->nograce = t + PG_NOGRACE_NS;
+				if (++th->unheeded >= PG_UNHEEDED) th->nograce = t + PG_NOGRACE_NS, th->unheeded = 0;
 				return k;
 			}
 		} else {
+			if (seen) th->unheeded = 0; // another reader took it: the grace works
 			seen = 0;
 		}
 		uint64_t y = now_ns();
