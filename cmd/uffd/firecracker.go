@@ -29,7 +29,7 @@ func setupFirecracker(fs *flag.FlagSet) runFunc {
 	o.recordFor = durationFlag(fs, "record-for", 0, time.Nanosecond, "record-replay: how long after a restore its faults are recorded (default "+handler.DefaultRecordFor.String()+")")
 	o.prefetch = prefetchFlag(fs, "prefetch", "adaptive", "what a fault resolves beyond its page: none, adaptive (a page, doubling up to 4MiB on sequential access), or a fixed size such as 64KiB")
 	o.cpus = cpusFlag(fs, "cpus", "the CPUs serving faults, a reader and a worker pinned to each, shared by every VM, as a list such as 0-3,6 (default: every CPU the process may run on)")
-	o.spin = spinFlag(fs)
+	o.spin = modeSpinFlag(fs)
 	o.cacheDir = stringFlag(fs, "cache-dir", "", "path", "remote --mem-file: the host-wide cache of its chunks, shared by every handler on the host and kept across restarts (default: a private temporary one)")
 	o.cacheSize = sizeFlag(fs, "cache-size", 0, 0, 1<<50, 1, "remote --mem-file: the bound of --cache-dir, such as 64GiB (default: unbounded)")
 	o.fetchConcurrency = intFlag(fs, "fetch-concurrency", 0, 0, 4096, "remote --mem-file: range requests in flight at most (default "+strconv.Itoa(remote.DefaultConcurrency)+")")
@@ -69,7 +69,7 @@ func (o *fcOptions) run(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 	cfg := handler.DaemonConfig{
 		MemFile: *o.memFile, Socket: *o.socket, SocketMode: *o.socketMode, Control: *o.control, Takeover: *o.takeover,
-		Metrics: *o.metrics, Trace: *o.trace, RecordFor: *o.recordFor, Prefetch: *o.prefetch, CPUs: *o.cpus, Spin: engineSpin(*o.spin),
+		Metrics: *o.metrics, Trace: *o.trace, RecordFor: *o.recordFor, Prefetch: *o.prefetch, CPUs: *o.cpus, Spin: modeSpin(*o.spin),
 		CacheDir: *o.cacheDir, CacheSize: int64(*o.cacheSize), FetchConcurrency: *o.fetchConcurrency,
 		HandshakeTimeout: *o.handshakeTimeout, MaxVMs: *o.maxVMs,
 	}
@@ -198,6 +198,29 @@ func engineSpin(d time.Duration) time.Duration {
 		return -1
 	case pager.DefaultSpin:
 		return 0
+	}
+	return d
+}
+
+// unsetSpin is --spin's value when `uffd firecracker` is not given one.
+const unsetSpin = -1
+
+// modeSpinFlag is `uffd firecracker`'s --spin, whose default depends on
+// --mode (handler.DaemonConfig.Spin): read it with modeSpin.
+func modeSpinFlag(fs *flag.FlagSet) *time.Duration {
+	v := &durationValue{p: new(time.Duration), min: 0}
+	*v.p = unsetSpin
+	fs.Var(v, "spin", "how long after the last fault the engine's readers keep looking for the next without sleeping, yielding their CPU to any other thread, before they block (default: "+pager.DefaultSpin.String()+" with --mode on-demand, 0 otherwise; 0: never, they wait in the kernel at once)")
+	return v.p
+}
+
+// modeSpin maps `uffd firecracker --spin` to handler.DaemonConfig.Spin.
+func modeSpin(d time.Duration) time.Duration {
+	switch d {
+	case unsetSpin:
+		return 0
+	case 0:
+		return -1
 	}
 	return d
 }

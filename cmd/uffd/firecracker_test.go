@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/gouffd/uffd/firecracker/fctest"
 	"github.com/gouffd/uffd/internal/testutil"
+	"github.com/gouffd/uffd/pager"
 )
 
 // A test binary started by fctest.Command runs a test VM instead of the
@@ -124,6 +126,27 @@ func metricValue(t *testing.T, body, series string) float64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestFirecrackerSpin: the engine's readers spin by default in on-demand
+// mode only, and --spin sets it (0: never), as the startup line says.
+func TestFirecrackerSpin(t *testing.T) {
+	dir, mem := fcFiles(t)
+	for i, tc := range []struct {
+		args []string
+		want float64 // seconds, as the JSON logs give durations
+	}{
+		{nil, pager.DefaultSpin.Seconds()},
+		{[]string{"--mode", "prefault"}, 0},
+		{[]string{"--spin", "0"}, 0},
+		{[]string{"--mode", "prefault", "--spin", "1ms"}, 0.001},
+	} {
+		sock := filepath.Join(dir, fmt.Sprintf("spin%d.sock", i))
+		in := startFirecracker(t, append([]string{"--socket", sock, "--mem-file", mem, "--control", "none", "--log-format", "json"}, tc.args...)...)
+		if got := in.logged(t, "serving")["spin"]; got != tc.want {
+			t.Errorf("%v: startup line spin=%v, want %v", tc.args, got, tc.want)
+		}
+	}
 }
 
 // TestFirecracker runs the command as an operator would: a VM restores

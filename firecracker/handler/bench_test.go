@@ -16,7 +16,7 @@ import (
 
 var (
 	benchMiB  = flag.Int("fc.mib", 64, "guest size of BenchmarkTouchAll, in MiB (the README's figures use 1024)")
-	benchSpin = flag.Duration("fc.spin", pager.DefaultSpin, "BenchmarkTouchAll: the engine's EngineConfig.Spin (0: readers never spin)")
+	benchSpin = flag.Duration("fc.spin", -1, "BenchmarkTouchAll: the engine's EngineConfig.Spin (0: readers never spin; -1: the daemon's default for each mode, DaemonConfig.Spin)")
 )
 
 // BenchmarkTouchAll times a test VM (another process) touching every page
@@ -28,15 +28,7 @@ var (
 //	go test -run '^$' -bench TouchAll -benchtime 3x ./firecracker/handler -args -fc.mib=1024
 func BenchmarkTouchAll(b *testing.B) {
 	size := *benchMiB << 20
-	spin := *benchSpin
-	if spin == 0 {
-		spin = -1
-	}
-	eng, err := pager.NewEngine(pager.EngineConfig{Spin: spin})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer eng.Close()
+
 	dir := sockDir(b)
 	path, data := memFile(b, dir, size)
 	f, err := pager.OpenFile(path)
@@ -56,6 +48,24 @@ func BenchmarkTouchAll(b *testing.B) {
 		for _, order := range []string{"seq-write", "random-write"} {
 			b.Run(mode.name+"/"+order, func(b *testing.B) {
 				cfg := mode.cfg
+				spin := *benchSpin
+				switch {
+				case spin == 0:
+					spin = -1 // never
+				case spin < 0 && cfg.Mode != handler.OnDemand:
+					spin = -1 // the daemon's default (DaemonConfig.Spin)
+				case spin < 0:
+					spin = 0 // DefaultSpin
+				}
+				eng, err := pager.NewEngine(pager.EngineConfig{Spin: spin})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { // after the daemon's own cleanup, registered later
+					if err := eng.Close(); err != nil {
+						b.Errorf("engine Close: %v", err)
+					}
+				})
 				cfg.Engine = eng
 				if cfg.Mode == handler.RecordReplay {
 					cfg.Trace = filepath.Join(b.TempDir(), "trace")

@@ -68,8 +68,12 @@ type DaemonConfig struct {
 	// reader and a worker pinned to each. Nil: every CPU the process may
 	// run on.
 	CPUs []int
-	// Spin (--spin) is the engine's pager.EngineConfig.Spin: 0 means
-	// pager.DefaultSpin, a negative value no spinning.
+	// Spin (--spin) is the engine's pager.EngineConfig.Spin; a negative
+	// value means no spinning. Zero: pager.DefaultSpin in OnDemand mode,
+	// none in Prefault and RecordReplay, whose background installs need
+	// the CPUs that spinning readers would take (BenchmarkTouchAll with
+	// -fc.spin: prefault and replay of 1 GiB in address order 1.2-1.5
+	// times slower spinning).
 	Spin time.Duration
 	// HandshakeTimeout (--handshake-timeout) must be positive, MaxVMs
 	// (--max-vms) at least 1: the command's defaults are
@@ -241,7 +245,11 @@ func RunDaemon(ctx context.Context, c DaemonConfig) error {
 		return err
 	}
 	defer mf.Close()
-	eng, err := pager.NewEngine(pager.EngineConfig{CPUs: c.CPUs, Spin: c.Spin})
+	spin := c.Spin
+	if spin == 0 && c.Mode != OnDemand {
+		spin = -1
+	}
+	eng, err := pager.NewEngine(pager.EngineConfig{CPUs: c.CPUs, Spin: spin})
 	if err != nil {
 		return fmt.Errorf("handler: --cpus: %w", err)
 	}
