@@ -23,13 +23,7 @@ func TestTakeURL(t *testing.T) {
 	srv := miniotest.Start(t)
 	srv.Env(t, "")
 	ctx := context.Background()
-	c, err := remote.NewS3Client(ctx, remote.SourceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := miniotest.CreateBucket(ctx, c, "snaps"); err != nil {
-		t.Fatal(err)
-	}
+	srv.Bucket(t, "snaps")
 
 	const size = 2 << 20
 	f := newFixture(t, mem.Anonymous, size, snapshot.Config{Track: true, Buffer: 1 << 20})

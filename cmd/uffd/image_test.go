@@ -17,13 +17,7 @@ import (
 func TestImageCommands(t *testing.T) {
 	srv := miniotest.Start(t)
 	srv.Env(t, "")
-	c, err := remote.NewS3Client(context.Background(), remote.SourceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := miniotest.CreateBucket(context.Background(), c, "snaps"); err != nil {
-		t.Fatal(err)
-	}
+	srv.Bucket(t, "snaps")
 	dir := t.TempDir()
 	data := make([]byte, 9<<20)
 	for i := range data {
