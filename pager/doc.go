@@ -26,7 +26,9 @@
 // reader waiting on a userfaultfd for each message (its read wait queue is
 // not exclusive), and the reader on the CPU that raised the fault runs
 // first, there, as soon as the faulting thread sleeps: so a fault is read
-// and resolved on its own CPU. Each of those wake-ups costs the faulting
+// and resolved on its own CPU.
+//
+// Each of those wake-ups costs the faulting
 // thread, though, before it sleeps: waking a reader that sleeps on an idle
 // CPU of a virtual machine is an interrupt into a halted vCPU, several
 // microseconds, as much as the rest of the fault's handling. So while
@@ -43,7 +45,9 @@
 // engine's pagers (Resolve, Config.Fill, a source's bytes), nor for 2 ms
 // after: those need the CPUs more. The price is CPU time: through a
 // stream of faults, CPUs that no faulting thread uses run their spinning
-// reader instead of idling (uffd bench reports it). A reader with nothing
+// reader instead of idling (uffd bench reports it).
+//
+// A reader with nothing
 // to read and nothing served lately waits in the kernel: in read(2) or
 // poll(2) when its engine serves one userfaultfd without event features,
 // in epoll(7) otherwise, where reads can be ordered against installs (see

@@ -38,13 +38,13 @@ struct uffdio_poison {
 #define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
 #endif
 
-#define PG_DEFER 64       // deferred faults remembered at first
-#define PG_READ 1         // messages per read(2): the next is left to the reader of the CPU that raised it
-#define PG_GRACE_NS 10000 // a spinning reader leaves a message this long to the reader of its CPU
-#define PG_RAN_NS 2000    // a yield this long means another thread ran on the CPU
+#define PG_DEFER 64            // deferred faults remembered at first
+#define PG_READ 1              // messages per read(2): the next is left to the reader of the CPU that raised it
+#define PG_GRACE_NS 10000      // a spinning reader leaves a message this long to the reader of its CPU
+#define PG_RAN_NS 2000         // a yield this long means another thread ran on the CPU
 #define PG_GO_QUIET_NS 2000000 // readers do not spin this long after Go installed pages
-#define PG_UNHEEDED 8           // graces in a row nobody used before they stop
-#define PG_NOGRACE_NS 10000000 // for this long
+#define PG_UNHEEDED 8          // graces in a row nobody used before they stop...
+#define PG_NOGRACE_NS 10000000 // ...for this long
 #define PG_STREAMS 4    // sequential streams followed by adaptive prefetch
 #define PG_ERRS 256     // recorded errors kept for Go
 #define PG_STRAYS 1024  // faults in no region kept for a region added later
@@ -303,6 +303,11 @@ static inline void cadd(pg_pager *p, int s, uint64_t *c, uint64_t n) {
 }
 
 #define CADD(p, s, field, n) cadd((p), (s), &ctr((p), (s))->field, (n))
+
+// pending_add changes slot s's count of faults read and not yet handled.
+static inline void pending_add(pg_pager *p, int s, int64_t d) {
+	cadd(p, s, (uint64_t *)&slot(p, s)->pending, (uint64_t)d);
+}
 
 static inline void rd_lock(pg_pager *p, int s) { pthread_rwlock_rdlock(&slot(p, s)->lock); }
 static inline void rd_unlock(pg_pager *p, int s) { pthread_rwlock_unlock(&slot(p, s)->lock); }
@@ -1126,7 +1131,7 @@ static void batch(pg_thread *th, pg_pager *p, int k, int locked) {
 	}
 	if (faults) {
 		CADD(p, th->idx, faults, (uint64_t)faults);
-		cadd(p, th->idx, (uint64_t *)&slot(p, th->idx)->pending, (uint64_t)faults);
+		pending_add(p, th->idx, faults);
 	}
 	if (locked) wr_unlock(p);
 	if (evs && __atomic_load_n(&p->ndef, __ATOMIC_SEQ_CST)) retry_deferred(th, p);
@@ -1134,7 +1139,7 @@ static void batch(pg_thread *th, pg_pager *p, int k, int locked) {
 		if (th->msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
 		if (!(th->msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) || !snap_fault(p, th->msgs[i].arg.pagefault.address, t0))
 			fault(th, p, th->msgs[i].arg.pagefault.address, t0);
-		cadd(p, th->idx, (uint64_t *)&slot(p, th->idx)->pending, (uint64_t)-1);
+		pending_add(p, th->idx, -1);
 	}
 }
 
@@ -1187,24 +1192,28 @@ static int ready(pg_thread *th, struct epoll_event *evs, int cap) {
 // spin looks for work without sleeping while the engine serves faults
 // (until spin_ns after any reader last read a message), yielding the CPU
 // to any thread that wants it, and returns what ready found; 0 once the
-// engine is idle, when the reader should block in the kernel. A reader
-// blocked there is woken by every message, and waking a thread on an idle
-// CPU is what costs a fault most on a virtual machine (an interrupt into a
-// halted vCPU, several microseconds of the faulting thread's time); a
-// spinning reader is not on the userfaultfd's wait queue, so a fault raised
-// beside it wakes nobody. What shows up right after another thread ran on
-// this CPU (the faulting thread, which stopped to fault) is taken at once;
-// what shows up while this reader spins on an otherwise idle CPU was raised
-// on another one, whose reader takes it in a few microseconds, and is left
-// to it for PG_GRACE_NS first, unless graces went unused lately, several
-// in a row (the faulting threads run on CPUs the engine has no reader on). A reader
-// whose CPU's worker has work, or
-// of an engine whose pagers Go is installing pages into (or was, within
-// PG_GO_QUIET_NS), does not spin:
-// installing ahead needs the CPUs more than the next fault needs a reader
-// awake. local: what is there at once is this CPU's
-// (the reader comes back from serving a fault, and the thread it woke,
-// which ran here meanwhile, may have faulted again).
+// engine is idle, when the reader should block in the kernel.
+//
+// A reader blocked there is woken by every message, and waking a thread on
+// an idle CPU is what costs a fault most on a virtual machine (an
+// interrupt into a halted vCPU, several microseconds of the faulting
+// thread's time); a spinning reader is not on the userfaultfd's wait
+// queue, so a fault raised beside it wakes nobody.
+//
+// What shows up right after another thread ran on this CPU (the faulting
+// thread, which stopped to fault) is taken at once, and so is what is
+// there when the reader comes back from serving (local: the thread it woke
+// ran here meanwhile and may have faulted again). What shows up while the
+// reader spins on an otherwise idle CPU was raised on another one, whose
+// reader takes it in a few microseconds: it is left to that reader for
+// PG_GRACE_NS first, unless the engine has one reader, or PG_UNHEEDED
+// graces in a row went unused (the faulting threads run on CPUs the engine
+// has no reader on).
+//
+// A reader whose CPU's worker has work does not spin, nor does one of an
+// engine whose pagers Go installs pages into (or did, within
+// PG_GO_QUIET_NS): installing needs the CPUs more than the next fault
+// needs a reader awake.
 static int spin(pg_thread *th, struct epoll_event *evs, int cap, int local) {
 	pg_engine *e = th->e;
 	uint64_t seen = 0;
