@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gouffd/uffd/internal/bench"
+	"github.com/gouffd/uffd/pager"
 	"github.com/gouffd/uffd/remote"
 )
 
@@ -46,7 +47,7 @@ func setupBench(fs *flag.FlagSet) runFunc {
 	engineKind := choiceFlag(fs, "engine", "own", []string{"own", "shared"}, "the pager's engine: own (started by each run's Serve; its readers read the one userfaultfd) or shared (also serving another userfaultfd, as a daemon does; its readers wait in epoll)")
 	events := fs.Bool("events", false, "open the userfaultfd with EVENT_REMOVE, as Firecracker does: reads are ordered against installs, readers wait in epoll")
 	cpus := cpusFlag(fs, "cpus", "the engine's CPUs, a reader and a worker pinned to each, as a list such as 0-3,6 (default: every CPU the process may run on)")
-	spin := spinFlag(fs)
+	spin := spinFlag(fs, pager.DefaultSpin.String())
 	gomaxprocs := intFlag(fs, "gomaxprocs", 0, 0, 0, "GOMAXPROCS during the runs (0: at least faulters+1 with faulters in this process)")
 	asJSON := fs.Bool("json", false, "print one JSON object (with --ref: {\"go\",\"ref\",\"ratio\",\"limits\"})")
 	ref := fs.Bool("ref", false, "alternate with the repository's C reference (internal/bench/ref/refbench.c, built with $CC or cc on first use) and print the ratios")
@@ -61,7 +62,7 @@ func setupBench(fs *flag.FlagSet) runFunc {
 		}
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		engine := bench.Engine{Events: *events, Shared: *engineKind == "shared", CPUs: *cpus, Spin: engineSpin(*spin)}
+		engine := bench.Engine{Events: *events, Shared: *engineKind == "shared", CPUs: *cpus, Spin: flagSpin(*spin)}
 		mode, err := bench.ParseRefMode(*refMode)
 		if err != nil {
 			return usagef("--%v", err)

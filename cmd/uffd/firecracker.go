@@ -29,7 +29,7 @@ func setupFirecracker(fs *flag.FlagSet) runFunc {
 	o.recordFor = durationFlag(fs, "record-for", 0, time.Nanosecond, "record-replay: how long after a restore its faults are recorded (default "+handler.DefaultRecordFor.String()+")")
 	o.prefetch = prefetchFlag(fs, "prefetch", "adaptive", "what a fault resolves beyond its page: none, adaptive (a page, doubling up to 4MiB on sequential access), or a fixed size such as 64KiB")
 	o.cpus = cpusFlag(fs, "cpus", "the CPUs serving faults, a reader and a worker pinned to each, shared by every VM, as a list such as 0-3,6 (default: every CPU the process may run on)")
-	o.spin = modeSpinFlag(fs)
+	o.spin = spinFlag(fs, pager.DefaultSpin.String()+" with --mode on-demand, 0 otherwise")
 	o.cacheDir = stringFlag(fs, "cache-dir", "", "path", "remote --mem-file: the host-wide cache of its chunks, shared by every handler on the host and kept across restarts (default: a private temporary one)")
 	o.cacheSize = sizeFlag(fs, "cache-size", 0, 0, 1<<50, 1, "remote --mem-file: the bound of --cache-dir, such as 64GiB (default: unbounded)")
 	o.fetchConcurrency = intFlag(fs, "fetch-concurrency", 0, 0, 4096, "remote --mem-file: range requests in flight at most (default "+strconv.Itoa(remote.DefaultConcurrency)+")")
@@ -69,7 +69,7 @@ func (o *fcOptions) run(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 	cfg := handler.DaemonConfig{
 		MemFile: *o.memFile, Socket: *o.socket, SocketMode: *o.socketMode, Control: *o.control, Takeover: *o.takeover,
-		Metrics: *o.metrics, Trace: *o.trace, RecordFor: *o.recordFor, Prefetch: *o.prefetch, CPUs: *o.cpus, Spin: modeSpin(*o.spin),
+		Metrics: *o.metrics, Trace: *o.trace, RecordFor: *o.recordFor, Prefetch: *o.prefetch, CPUs: *o.cpus, Spin: flagSpin(*o.spin),
 		CacheDir: *o.cacheDir, CacheSize: int64(*o.cacheSize), FetchConcurrency: *o.fetchConcurrency,
 		HandshakeTimeout: *o.handshakeTimeout, MaxVMs: *o.maxVMs,
 	}
@@ -184,38 +184,22 @@ type cpusValue struct {
 	err error
 }
 
-// spinFlag is --spin, the engine's EngineConfig.Spin as a flag: read it
-// with engineSpin.
-func spinFlag(fs *flag.FlagSet) *time.Duration {
-	return durationFlag(fs, "spin", pager.DefaultSpin, 0, "how long after the last fault the engine's readers keep looking for the next without sleeping, yielding their CPU to any other thread, before they block (0: never; they wait in the kernel at once, and every fault wakes every reader)")
-}
-
-// engineSpin maps --spin to pager.EngineConfig.Spin, whose zero is the
-// default and whose negative values turn spinning off.
-func engineSpin(d time.Duration) time.Duration {
-	switch d {
-	case 0:
-		return -1
-	case pager.DefaultSpin:
-		return 0
-	}
-	return d
-}
-
-// unsetSpin is --spin's value when `uffd firecracker` is not given one.
+// unsetSpin is --spin's value when it is not given.
 const unsetSpin = -1
 
-// modeSpinFlag is `uffd firecracker`'s --spin, whose default depends on
-// --mode (handler.DaemonConfig.Spin): read it with modeSpin.
-func modeSpinFlag(fs *flag.FlagSet) *time.Duration {
+// spinFlag is --spin, the engine's EngineConfig.Spin as a flag, whose
+// default (def, for the usage) is the configuration's own: read it with
+// flagSpin.
+func spinFlag(fs *flag.FlagSet, def string) *time.Duration {
 	v := &durationValue{p: new(time.Duration), min: 0}
 	*v.p = unsetSpin
-	fs.Var(v, "spin", "how long after the last fault the engine's readers keep looking for the next without sleeping, yielding their CPU to any other thread, before they block (default: "+pager.DefaultSpin.String()+" with --mode on-demand, 0 otherwise; 0: never, they wait in the kernel at once)")
+	fs.Var(v, "spin", "how long after the last fault the engine's readers keep looking for the next without sleeping, yielding their CPU to any other thread, before they block (default: "+def+"; 0: never, they wait in the kernel at once)")
 	return v.p
 }
 
-// modeSpin maps `uffd firecracker --spin` to handler.DaemonConfig.Spin.
-func modeSpin(d time.Duration) time.Duration {
+// flagSpin maps --spin to EngineConfig.Spin and DaemonConfig.Spin, whose
+// zero is the default and whose negative values turn spinning off.
+func flagSpin(d time.Duration) time.Duration {
 	switch d {
 	case unsetSpin:
 		return 0
